@@ -1,0 +1,137 @@
+"""Finding, downloading and caching dataset archives, with errors that say what to do.
+
+Integrity is checked two ways. A download is checked against the canonical MD5 of the
+official release. A local archive is checked by its container's own checksums (gzip and zip
+store a CRC-32 of every member) plus the dataset's expected structure, so re-packed copies of
+the same pixels (a Debian package, a re-zipped mirror) are accepted and corrupt ones are not.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import os
+import tempfile
+import urllib.error
+import warnings
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Sequence
+
+import torch
+
+from metalearn.data.roots import CACHE_ENV, DATA_ENV, cache_dir, download_dir
+
+
+class DataError(RuntimeError):
+    """A dataset could not be loaded; the message names the file and the fix."""
+
+
+class MissingDataError(DataError, FileNotFoundError):
+    """A dataset file is in none of the data roots and could not be downloaded."""
+
+
+class CorruptDataError(DataError):
+    """A dataset file exists but fails its checksum or structure check."""
+
+
+@dataclass(frozen=True)
+class Resource:
+    """One file of a dataset: its path under a data root and where to download it."""
+
+    relative_path: str
+    urls: tuple[str, ...] = ()
+    md5: str | None = None
+
+    @property
+    def name(self) -> str:
+        return Path(self.relative_path).name
+
+
+def locate(resource: Resource, roots: Sequence[Path], download: bool = True) -> Path:
+    """Return the first existing copy of ``resource`` in ``roots``, downloading it if allowed."""
+    for root in roots:
+        candidate = root / resource.relative_path
+        if candidate.is_file():
+            return candidate
+    attempts: list[str] = []
+    if download and resource.urls:
+        target = download_dir() / resource.relative_path
+        for url in resource.urls:
+            try:
+                _download(url, target, resource.md5)
+                return target
+            except (OSError, urllib.error.URLError, CorruptDataError) as error:
+                attempts.append(f"{url}: {error}")
+    searched = "\n".join(f"  {root / resource.relative_path}" for root in roots)
+    tried = "\n".join(f"  {a}" for a in attempts) if attempts else "  (download disabled)"
+    raise MissingDataError(
+        f"{resource.name} was not found. Looked in:\n{searched}\nDownload attempts:\n{tried}\n"
+        f"Fix: copy {resource.name} to <root>/{resource.relative_path} and pass --data-root "
+        f"<root> or set {DATA_ENV}=<root>."
+    )
+
+
+def _download(url: str, target: Path, md5: str | None) -> None:
+    # torchvision's downloader follows redirects and shows progress; we verify the MD5 ourselves
+    # so that a mismatch becomes our CorruptDataError and the bad file never stays in place.
+    from torchvision.datasets.utils import download_url
+
+    target.parent.mkdir(parents=True, exist_ok=True)
+    with tempfile.TemporaryDirectory(dir=target.parent) as scratch:
+        download_url(url, scratch, filename=target.name)
+        fetched = Path(scratch) / target.name
+        if md5 is not None and file_md5(fetched) != md5:
+            raise CorruptDataError(f"downloaded {target.name} does not match MD5 {md5}")
+        os.replace(fetched, target)
+
+
+def file_md5(path: Path) -> str:
+    digest = hashlib.md5()
+    with open(path, "rb") as handle:
+        for block in iter(lambda: handle.read(1 << 20), b""):
+            digest.update(block)
+    return digest.hexdigest()
+
+
+def corrupt(path: Path, problem: str) -> CorruptDataError:
+    """The error for a file that is present but unreadable, with the fix spelled out."""
+    return CorruptDataError(
+        f"{path} failed its integrity check ({problem}). The file is corrupt or truncated: "
+        f"replace it with a fresh copy of {path.name}."
+    )
+
+
+def source_key(paths: Sequence[Path]) -> str:
+    """A short key that changes whenever a source file is replaced (size and mtime)."""
+    digest = hashlib.sha256()
+    for path in paths:
+        stat = path.stat()
+        digest.update(f"{path.resolve()}|{stat.st_size}|{stat.st_mtime_ns}".encode())
+    return digest.hexdigest()[:16]
+
+
+def load_cached(name: str, sources: Sequence[Path], build: Any) -> dict[str, Any]:
+    """Load ``name`` from the cache if it was built from these sources, else build and store it.
+
+    ``build()`` returns a dict of tensors and plain Python values. The cache file is written
+    atomically, so an interrupted run never leaves a half-written cache behind.
+    """
+    path = cache_dir() / "decoded" / f"{name}-{source_key(sources)}.pt"
+    if path.is_file():
+        try:
+            return torch.load(path, weights_only=True)
+        except Exception:  # noqa: BLE001 - an unreadable cache is rebuilt, never fatal
+            path.unlink(missing_ok=True)
+    content = build()
+    try:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        with tempfile.NamedTemporaryFile(dir=path.parent, suffix=".tmp", delete=False) as handle:
+            torch.save(content, handle)
+        os.replace(handle.name, path)
+    except OSError as error:
+        warnings.warn(
+            f"could not write the decoded-data cache at {path} ({error}); set {CACHE_ENV} to a "
+            "writable folder to make the next load fast.",
+            stacklevel=2,
+        )
+    return content

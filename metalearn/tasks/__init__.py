@@ -1,0 +1,39 @@
+"""Tasks: N-way K-shot episode samplers, fixed evaluation episodes and continual streams."""
+
+from metalearn.tasks.episodes import EpisodeBatch, EpisodeSampler, EvaluationEpisodes
+from metalearn.tasks.mnist import (
+    mnist_few_shot,
+    omniglot_to_mnist,
+    permuted_mnist,
+    rotated_mnist,
+    split_mnist,
+)
+from metalearn.tasks.omniglot import omniglot_alphabet_stream, omniglot_few_shot, omniglot_split
+from metalearn.tasks.pools import ClassPool
+from metalearn.tasks.streams import (
+    ClassificationTask,
+    EpisodicTask,
+    LabelledImages,
+    Scenario,
+    Stream,
+)
+
+__all__ = [
+    "ClassPool",
+    "ClassificationTask",
+    "EpisodeBatch",
+    "EpisodeSampler",
+    "EpisodicTask",
+    "EvaluationEpisodes",
+    "LabelledImages",
+    "Scenario",
+    "Stream",
+    "mnist_few_shot",
+    "omniglot_alphabet_stream",
+    "omniglot_few_shot",
+    "omniglot_split",
+    "omniglot_to_mnist",
+    "permuted_mnist",
+    "rotated_mnist",
+    "split_mnist",
+]

@@ -1,0 +1,142 @@
+"""N-way K-shot episodes, sampled a meta-batch at a time as tensors on the pool's device.
+
+Indices are drawn on the CPU from an explicit ``torch.Generator`` (so a seed gives the same
+episodes on every device and is independent of the global random state); the images are then
+gathered on the device in one indexing operation per meta-batch.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Iterator
+
+import torch
+
+from metalearn.tasks.pools import ClassPool
+
+DEFAULT_EVALUATION_EPISODES = 600
+# Index sampling works in chunks of episodes to bound the scratch memory for large classes.
+_EPISODES_PER_CHUNK = 64
+
+
+@dataclass(frozen=True)
+class EpisodeBatch:
+    """A meta-batch of B episodes.
+
+    ``support_x`` is float [B, N*K, 1, H, W] in [0, 1], ``support_y`` int64 [B, N*K] with labels
+    0..N-1, grouped by class (class 0's K shots first); ``query_x``/``query_y`` likewise with Q
+    per class. Label j is a different, randomly chosen class in every episode.
+    """
+
+    support_x: torch.Tensor
+    support_y: torch.Tensor
+    query_x: torch.Tensor
+    query_y: torch.Tensor
+
+    def __len__(self) -> int:
+        return len(self.support_x)
+
+    def __getitem__(self, index: slice) -> EpisodeBatch:
+        """Select episodes, e.g. ``batch[rank::world_size]`` to shard tasks across processes."""
+        return EpisodeBatch(
+            self.support_x[index], self.support_y[index], self.query_x[index], self.query_y[index]
+        )
+
+    def to(self, device: torch.device | str) -> EpisodeBatch:
+        return EpisodeBatch(*(t.to(device) for t in
+                              (self.support_x, self.support_y, self.query_x, self.query_y)))
+
+
+def check_episode_shape(pool: ClassPool, n_way: int, k_shot: int, q_query: int, what: str) -> None:
+    """Raise a ValueError that states the limits if the pool cannot supply such episodes."""
+    if n_way < 1 or k_shot < 1 or q_query < 1:
+        raise ValueError(f"n_way, k_shot and q_query must be at least 1 (got {n_way}, {k_shot}, "
+                         f"{q_query})")
+    if n_way > len(pool):
+        raise ValueError(f"{n_way}-way episodes need {n_way} classes but {what} has "
+                         f"{len(pool)}; use n_way <= {len(pool)}")
+    smallest = int(pool.sizes.min())
+    if k_shot + q_query > smallest:
+        raise ValueError(
+            f"{k_shot}-shot episodes with {q_query} queries per class need {k_shot + q_query} "
+            f"examples per class but the smallest class of {what} has {smallest}; use "
+            f"k_shot + q_query <= {smallest}"
+        )
+
+
+def sample_episode_indices(
+    pool: ClassPool, n_way: int, n_per_class: int, n_episodes: int, generator: torch.Generator
+) -> torch.Tensor:
+    """Flat image indices [E, N, n_per_class]: N distinct classes, distinct examples in each."""
+    chunks = []
+    offsets, largest = pool.offsets, int(pool.sizes.max())
+    uniform = bool((pool.sizes == largest).all())
+    for start in range(0, n_episodes, _EPISODES_PER_CHUNK):
+        n = min(_EPISODES_PER_CHUNK, n_episodes - start)
+        classes = torch.rand(n, len(pool), generator=generator).topk(n_way, dim=1).indices
+        scores = torch.rand(n, n_way, largest, generator=generator)
+        if not uniform:  # classes of unequal size: never pick past a class's end
+            scores.masked_fill_(torch.arange(largest) >= pool.sizes[classes][..., None], -1.0)
+        examples = scores.topk(n_per_class, dim=2).indices
+        chunks.append(offsets[classes][..., None] + examples)
+    return torch.cat(chunks)
+
+
+def gather_episodes(pool: ClassPool, indices: torch.Tensor, k_shot: int) -> EpisodeBatch:
+    """Turn flat indices [B, N, K+Q] into an EpisodeBatch on the pool's device."""
+    n_episodes, n_way, n_per_class = indices.shape
+    device = pool.images.device
+    images = pool.images[indices.to(device)].unsqueeze(3).float().div_(255)  # [B, N, S, 1, H, W]
+    labels = torch.arange(n_way, device=device).view(1, n_way, 1)
+
+    def part(x: torch.Tensor, n: int) -> tuple[torch.Tensor, torch.Tensor]:
+        y = labels.expand(n_episodes, n_way, n).reshape(n_episodes, -1)
+        return x.reshape(n_episodes, n_way * n, *x.shape[3:]), y
+
+    support_x, support_y = part(images[:, :, :k_shot], k_shot)
+    query_x, query_y = part(images[:, :, k_shot:], n_per_class - k_shot)
+    return EpisodeBatch(support_x, support_y, query_x, query_y)
+
+
+class EpisodeSampler:
+    """Draws meta-batches of fresh N-way K-shot episodes from a pool, reproducibly from a seed."""
+
+    def __init__(self, pool: ClassPool, n_way: int, k_shot: int, q_query: int, seed: int,
+                 name: str = "the pool") -> None:
+        check_episode_shape(pool, n_way, k_shot, q_query, name)
+        self.pool, self.n_way, self.k_shot, self.q_query = pool, n_way, k_shot, q_query
+        self.generator = torch.Generator().manual_seed(seed)
+
+    def sample(self, batch_size: int) -> EpisodeBatch:
+        indices = sample_episode_indices(
+            self.pool, self.n_way, self.k_shot + self.q_query, batch_size, self.generator
+        )
+        return gather_episodes(self.pool, indices, self.k_shot)
+
+    def state_dict(self) -> dict[str, torch.Tensor]:
+        """The generator state, so a resumed run draws the episodes it would have drawn."""
+        return {"generator": self.generator.get_state()}
+
+    def load_state_dict(self, state: dict[str, torch.Tensor]) -> None:
+        self.generator.set_state(state["generator"])
+
+
+class EvaluationEpisodes:
+    """A fixed, seeded set of episodes (600 by default) so every learner sees the same ones.
+
+    Only indices are stored; images are gathered batch by batch when iterated.
+    """
+
+    def __init__(self, pool: ClassPool, n_way: int, k_shot: int, q_query: int, seed: int,
+                 n_episodes: int = DEFAULT_EVALUATION_EPISODES, name: str = "the pool") -> None:
+        check_episode_shape(pool, n_way, k_shot, q_query, name)
+        self.pool, self.k_shot = pool, k_shot
+        generator = torch.Generator().manual_seed(seed)
+        self.indices = sample_episode_indices(pool, n_way, k_shot + q_query, n_episodes, generator)
+
+    def __len__(self) -> int:
+        return len(self.indices)
+
+    def batches(self, batch_size: int) -> Iterator[EpisodeBatch]:
+        for start in range(0, len(self.indices), batch_size):
+            yield gather_episodes(self.pool, self.indices[start : start + batch_size], self.k_shot)

@@ -1,0 +1,172 @@
+"""MNIST benchmarks: digit-split few-shot tasks and the Split / Permuted / Rotated MNIST streams."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Sequence
+
+import torch
+from torchvision.transforms.v2 import InterpolationMode
+from torchvision.transforms.v2 import functional as tvf
+
+from metalearn.data import MNISTData, load_mnist
+from metalearn.tasks.omniglot import omniglot_pools
+from metalearn.tasks.pools import ClassPool
+from metalearn.tasks.streams import (
+    ClassificationTask,
+    EpisodicTask,
+    LabelledImages,
+    Scenario,
+    Stream,
+)
+
+ALL_SCENARIOS = frozenset(Scenario)
+DIGITS = tuple(range(10))
+
+
+def _digit_pool(images: torch.Tensor, labels: torch.Tensor, digits: Sequence[int]) -> ClassPool:
+    return ClassPool.from_labelled(images, labels, digits, [f"digit-{d}" for d in digits])
+
+
+def _load(variant: str, data_root: str | Path | None, device: torch.device | str) -> MNISTData:
+    data = load_mnist(variant, data_root)
+    return MNISTData(*(t.to(device) for t in (data.train_images, data.train_labels,
+                                              data.test_images, data.test_labels)))
+
+
+def mnist_few_shot(
+    train_digits: Sequence[int] = (0, 1, 2, 3, 4),
+    test_digits: Sequence[int] = (5, 6, 7, 8, 9),
+    variant: str = "mnist",
+    data_root: str | Path | None = None,
+    device: torch.device | str = "cpu",
+) -> Stream:
+    """Few-shot episodes over digits: meta-train on ``train_digits`` from the training set,
+    test on ``test_digits`` from the test set (the classic 0-4 / 5-9 transfer setting)."""
+    if set(train_digits) & set(test_digits):
+        raise ValueError(f"train and test digits overlap: {sorted(set(train_digits) & set(test_digits))}")
+    data = _load(variant, data_root, device)
+    task = EpisodicTask(
+        f"{variant}-{''.join(map(str, train_digits))}-to-{''.join(map(str, test_digits))}",
+        train=_digit_pool(data.train_images, data.train_labels, train_digits),
+        test=_digit_pool(data.test_images, data.test_labels, test_digits),
+    )
+    return Stream(task.name, (task,), frozenset())
+
+
+def omniglot_to_mnist(
+    split: str = "maml",
+    rotations: tuple[int, ...] = (0, 1, 2, 3),
+    data_root: str | Path | None = None,
+    device: torch.device | str = "cpu",
+) -> Stream:
+    """Cross-domain few-shot: meta-train on Omniglot's training characters, test on MNIST digits."""
+    pools = omniglot_pools(split, rotations, data_root, device)
+    data = _load("mnist", data_root, device)
+    task = EpisodicTask(
+        "omniglot-to-mnist",
+        train=pools["train"],
+        test=_digit_pool(data.test_images, data.test_labels, DIGITS),
+        validation=pools["validation"],
+    )
+    return Stream(task.name, (task,), frozenset())
+
+
+def split_mnist(
+    classes_per_task: int = 2,
+    variant: str = "mnist",
+    data_root: str | Path | None = None,
+    device: torch.device | str = "cpu",
+) -> Stream:
+    """Split MNIST: the digits in order, ``classes_per_task`` per task (5 tasks of 2 by default)."""
+    if classes_per_task < 1 or len(DIGITS) % classes_per_task:
+        raise ValueError(f"classes_per_task must divide 10, got {classes_per_task}")
+    data = _load(variant, data_root, device)
+    tasks = []
+    for first in range(0, len(DIGITS), classes_per_task):
+        digits = DIGITS[first : first + classes_per_task]
+        tasks.append(ClassificationTask(
+            name="/".join(map(str, digits)),
+            n_classes=len(digits),
+            train=_digits_only(data.train_images, data.train_labels, digits),
+            test=_digits_only(data.test_images, data.test_labels, digits),
+        ))
+    return Stream(f"split-{variant}", tuple(tasks), ALL_SCENARIOS)
+
+
+def _digits_only(images: torch.Tensor, labels: torch.Tensor, digits: Sequence[int]) -> LabelledImages:
+    """The examples of ``digits``, relabelled 0..len(digits)-1 in the given order."""
+    local = torch.full((10,), -1, dtype=torch.int64, device=labels.device)
+    local[list(digits)] = torch.arange(len(digits), device=labels.device)
+    keep = local[labels] >= 0
+    return LabelledImages(images[keep], local[labels[keep]])
+
+
+@dataclass(frozen=True)
+class PixelPermutation:
+    """Shuffles the pixels of [b, 1, H, W] images by one fixed permutation of H*W."""
+
+    permutation: torch.Tensor
+
+    def __call__(self, x: torch.Tensor) -> torch.Tensor:
+        return x.flatten(2)[:, :, self.permutation].view_as(x)
+
+
+@dataclass(frozen=True)
+class Rotation:
+    """Rotates [b, 1, H, W] images by a fixed angle (degrees, counter-clockwise, bilinear)."""
+
+    degrees: float
+
+    def __call__(self, x: torch.Tensor) -> torch.Tensor:
+        return tvf.rotate(x, self.degrees, interpolation=InterpolationMode.BILINEAR)
+
+
+def permuted_mnist(
+    n_tasks: int = 10,
+    seed: int = 0,
+    identity_first: bool = True,
+    variant: str = "mnist",
+    data_root: str | Path | None = None,
+    device: torch.device | str = "cpu",
+) -> Stream:
+    """Permuted MNIST: every task is all ten digits under its own fixed pixel permutation.
+
+    The permutations are drawn once, here, from ``seed``; with ``identity_first`` task 0 is
+    plain MNIST (as in van de Ven & Tolias), otherwise it is permuted too.
+    """
+    data = _load(variant, data_root, device)
+    generator = torch.Generator().manual_seed(seed)
+    n_pixels = data.train_images[0].numel()
+    permutations = [torch.randperm(n_pixels, generator=generator) for _ in range(n_tasks)]
+    if identity_first:
+        permutations[0] = torch.arange(n_pixels)
+    train = LabelledImages(data.train_images, data.train_labels)
+    test = LabelledImages(data.test_images, data.test_labels)
+    tasks = tuple(
+        ClassificationTask(f"permutation-{i}", 10, train, test, PixelPermutation(p.to(device)))
+        for i, p in enumerate(permutations)
+    )
+    return Stream(f"permuted-{variant}-{n_tasks}", tasks, ALL_SCENARIOS)
+
+
+def rotated_mnist(
+    n_tasks: int = 5,
+    angles: Sequence[float] | None = None,
+    variant: str = "mnist",
+    data_root: str | Path | None = None,
+    device: torch.device | str = "cpu",
+) -> Stream:
+    """Rotated MNIST: every task is all ten digits rotated by its own angle.
+
+    ``angles`` defaults to ``n_tasks`` evenly spaced angles in [0, 180): 0, 180/T, 2*180/T, ...
+    """
+    angles = [i * 180.0 / n_tasks for i in range(n_tasks)] if angles is None else list(angles)
+    data = _load(variant, data_root, device)
+    train = LabelledImages(data.train_images, data.train_labels)
+    test = LabelledImages(data.test_images, data.test_labels)
+    tasks = tuple(
+        ClassificationTask(f"rotation-{a:g}", 10, train, test, Rotation(a)) for a in angles
+    )
+    return Stream(f"rotated-{variant}-{len(tasks)}", tasks, ALL_SCENARIOS)

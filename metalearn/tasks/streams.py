@@ -1,0 +1,171 @@
+"""Sequences of tasks for continual learning, and the three scenarios of van de Ven & Tolias.
+
+A :class:`Stream` is an ordered tuple of tasks. A task is either a
+:class:`ClassificationTask` (ordinary labelled train/test sets, e.g. Split MNIST) or an
+:class:`EpisodicTask` (class pools to draw few-shot episodes from, e.g. a group of Omniglot
+alphabets); a few-shot benchmark is a stream of one episodic task.
+
+Scenarios (van de Ven & Tolias 2019, "Three scenarios for continual learning") decide what a
+classification stream's labels mean. Task t owns the class-incremental labels
+``offset_t .. offset_t + n_classes_t - 1`` (offsets follow the stream order):
+
+- task-incremental: the task id is known; the model has an output per class of every task and
+  predicts task t among its own outputs only (masked logits, equivalent to a head per task);
+- domain-incremental: one head of ``max n_classes_t`` outputs shared by every task;
+- class-incremental: one head over every class of every task.
+"""
+
+from __future__ import annotations
+
+import enum
+from dataclasses import dataclass
+from typing import Callable, Iterator, Sequence, Union
+
+import torch
+
+from metalearn.tasks.pools import ClassPool
+
+
+class Scenario(str, enum.Enum):
+    TASK = "task"
+    DOMAIN = "domain"
+    CLASS = "class"
+
+
+PixelTransform = Callable[[torch.Tensor], torch.Tensor]
+
+
+@dataclass(frozen=True)
+class LabelledImages:
+    """uint8 images [n, H, W] and task-local int64 labels [n], on the same device."""
+
+    images: torch.Tensor
+    labels: torch.Tensor
+
+    def __len__(self) -> int:
+        return len(self.labels)
+
+
+@dataclass(frozen=True)
+class ClassificationTask:
+    """One task of a continual stream: labelled data, labels local to the task (0..n-1).
+
+    ``transform`` (a pixel permutation, a rotation) is applied to each gathered batch, so
+    tasks that differ only by a transform share one copy of the images.
+    """
+
+    name: str
+    n_classes: int
+    train: LabelledImages
+    test: LabelledImages
+    transform: PixelTransform | None = None
+
+    def inputs(self, images: torch.Tensor) -> torch.Tensor:
+        """uint8 [b, H, W] to the float [b, 1, H, W] input in [0, 1] of this task."""
+        x = images.unsqueeze(1).float().div_(255)
+        return self.transform(x) if self.transform is not None else x
+
+    def train_batches(
+        self, batch_size: int, generator: torch.Generator
+    ) -> Iterator[tuple[torch.Tensor, torch.Tensor]]:
+        """Endless shuffled minibatches (x, local y): a fresh permutation every epoch."""
+        device = self.train.labels.device
+        while True:
+            order = torch.randperm(len(self.train), generator=generator).to(device)
+            for start in range(0, len(order) - batch_size + 1, batch_size):
+                index = order[start : start + batch_size]
+                yield self.inputs(self.train.images[index]), self.train.labels[index]
+
+    def test_batches(self, batch_size: int) -> Iterator[tuple[torch.Tensor, torch.Tensor]]:
+        """The whole test set in a fixed order: (x, local y)."""
+        for start in range(0, len(self.test), batch_size):
+            end = start + batch_size
+            yield self.inputs(self.test.images[start:end]), self.test.labels[start:end]
+
+
+@dataclass(frozen=True)
+class EpisodicTask:
+    """A few-shot task: class pools to sample training episodes and evaluation episodes from."""
+
+    name: str
+    train: ClassPool
+    test: ClassPool
+    validation: ClassPool | None = None
+
+
+Task = Union[ClassificationTask, EpisodicTask]
+
+
+@dataclass(frozen=True)
+class Stream:
+    """An ordered sequence of tasks and the scenarios it can be run in."""
+
+    name: str
+    tasks: tuple[Task, ...]
+    scenarios: frozenset[Scenario]
+
+    def __post_init__(self) -> None:
+        kinds = {type(t) for t in self.tasks}
+        if len(kinds) != 1:
+            raise ValueError(f"a stream holds tasks of one kind, got {sorted(k.__name__ for k in kinds)}")
+
+    @property
+    def episodic(self) -> bool:
+        return isinstance(self.tasks[0], EpisodicTask)
+
+    def __len__(self) -> int:
+        return len(self.tasks)
+
+    def __getitem__(self, index: int) -> Task:
+        return self.tasks[index]
+
+    def __iter__(self) -> Iterator[Task]:
+        return iter(self.tasks)
+
+    def reordered(self, order: Sequence[int]) -> Stream:
+        """The same tasks in another order (a curriculum); class-IL labels follow the new order."""
+        if sorted(order) != list(range(len(self))):
+            raise ValueError(f"task order {list(order)} is not a permutation of 0..{len(self) - 1}")
+        return Stream(self.name, tuple(self.tasks[i] for i in order), self.scenarios)
+
+    def check_scenario(self, scenario: Scenario | str) -> Scenario:
+        """The scenario as an enum, or a ValueError naming the ones this stream supports."""
+        supported = sorted(s.value for s in self.scenarios)
+        try:
+            scenario = Scenario(scenario)
+        except ValueError:
+            raise ValueError(f"unknown scenario {scenario!r}; {self.name} supports {supported}") from None
+        if scenario not in self.scenarios:
+            raise ValueError(f"{self.name} does not support the {scenario.value}-incremental "
+                             f"scenario; it supports {supported}")
+        return scenario
+
+    def _label_offsets(self) -> list[int]:
+        sizes = [t.n_classes for t in self.tasks]  # type: ignore[union-attr]
+        return [sum(sizes[:i]) for i in range(len(sizes))]
+
+    def n_outputs(self, scenario: Scenario | str) -> int:
+        """Width of the output layer a model needs for this stream in this scenario."""
+        if self.check_scenario(scenario) is Scenario.DOMAIN:
+            return max(t.n_classes for t in self.tasks)  # type: ignore[union-attr]
+        return sum(t.n_classes for t in self.tasks)  # type: ignore[union-attr]
+
+    def targets(self, scenario: Scenario | str, task_index: int, local: torch.Tensor) -> torch.Tensor:
+        """Task-local labels of task ``task_index`` as indices into the scenario's outputs."""
+        if self.check_scenario(scenario) is Scenario.DOMAIN:
+            return local
+        return local + self._label_offsets()[task_index]
+
+    def output_slice(self, scenario: Scenario | str, task_index: int, seen: int | None = None) -> slice:
+        """The outputs a prediction for task ``task_index`` is taken over.
+
+        Task-IL: the task's own classes. Domain-IL: the shared head. Class-IL: every class of the
+        first ``seen`` tasks (all tasks if ``seen`` is None), as in van de Ven & Tolias.
+        """
+        scenario = self.check_scenario(scenario)
+        if scenario is Scenario.DOMAIN:
+            return slice(0, self.n_outputs(scenario))
+        offsets = self._label_offsets() + [self.n_outputs(scenario)]
+        if scenario is Scenario.TASK:
+            return slice(offsets[task_index], offsets[task_index + 1])
+        return slice(0, offsets[len(self) if seen is None else seen])
