@@ -1,0 +1,101 @@
+import pytest
+import torch
+
+from metalearn.tasks import (
+    ClassificationTask,
+    LabelledImages,
+    Scenario,
+    Stream,
+    mnist_few_shot,
+    permuted_mnist,
+    rotated_mnist,
+)
+
+
+def test_split_mnist_tasks_are_digit_pairs_with_local_labels(split, data_root):
+    assert [t.name for t in split] == ["0/1", "2/3", "4/5", "6/7", "8/9"]
+    assert split.scenarios == frozenset(Scenario)
+    assert sum(len(t.train) for t in split) == 60000 and sum(len(t.test) for t in split) == 10000
+    assert len(split[1].test) == 1032 + 1010  # digits 2 and 3 of the test set
+    assert set(split[1].train.labels.unique().tolist()) == {0, 1}
+
+
+@pytest.mark.parametrize(
+    "scenario,outputs,targets,task_slice,seen_slice",
+    [
+        ("task", 10, [4, 5], slice(4, 6), slice(4, 6)),
+        ("domain", 2, [0, 1], slice(0, 2), slice(0, 2)),
+        ("class", 10, [4, 5], slice(0, 10), slice(0, 6)),
+    ],
+)
+def test_scenarios_map_labels_and_outputs(split, scenario, outputs, targets, task_slice, seen_slice):
+    assert split.n_outputs(scenario) == outputs
+    assert split.targets(scenario, 2, torch.tensor([0, 1])).tolist() == targets
+    assert split.output_slice(scenario, 2) == task_slice
+    assert split.output_slice(scenario, 2, seen=3) == seen_slice
+
+
+def test_reordering_moves_class_labels_with_the_tasks(split):
+    reordered = split.reordered([4, 3, 2, 1, 0])
+    assert reordered[0].name == "8/9"
+    assert reordered.targets("class", 0, torch.tensor([0, 1])).tolist() == [0, 1]
+    with pytest.raises(ValueError, match="not a permutation"):
+        split.reordered([0, 0, 1, 2, 3])
+
+
+def test_unsupported_scenario_is_refused_with_the_supported_ones():
+    task = ClassificationTask("t", 2, *(LabelledImages(torch.zeros(1, 2, 2, dtype=torch.uint8),
+                                                       torch.zeros(1, dtype=torch.int64)),) * 2)
+    stream = Stream("toy", (task,), frozenset({Scenario.DOMAIN}))
+    with pytest.raises(ValueError, match="does not support the class-incremental.*\\['domain'\\]"):
+        stream.n_outputs("class")
+    with pytest.raises(ValueError, match="unknown scenario 'tasks'"):
+        stream.check_scenario("tasks")
+
+
+def test_an_epoch_visits_every_training_example_once():
+    n = 10
+    images = torch.arange(n, dtype=torch.uint8).view(n, 1, 1)
+    task = ClassificationTask("t", 1, LabelledImages(images, torch.zeros(n, dtype=torch.int64)),
+                              LabelledImages(images, torch.zeros(n, dtype=torch.int64)))
+    batches = task.train_batches(5, torch.Generator().manual_seed(0))
+    seen = [round(v * 255) for _ in range(2) for v in next(batches)[0].flatten().tolist()]
+    assert sorted(seen) == list(range(n))
+
+
+def test_permuted_mnist_draws_fixed_permutations_from_the_seed(data_root):
+    stream = permuted_mnist(n_tasks=3, seed=5, data_root=data_root)
+    again = permuted_mnist(n_tasks=3, seed=5, data_root=data_root)
+    other = permuted_mnist(n_tasks=3, seed=6, data_root=data_root)
+    x = torch.rand(4, 1, 28, 28)
+    assert torch.equal(stream[0].transform(x), x)  # task 0 is plain MNIST
+    assert not torch.equal(stream[1].transform(x), stream[2].transform(x))
+    assert torch.equal(stream[2].transform(x), again[2].transform(x))
+    assert not torch.equal(stream[2].transform(x), other[2].transform(x))
+    permuted = stream[1].transform(x)
+    assert torch.equal(permuted.flatten(1).sort().values, x.flatten(1).sort().values)
+    assert stream.n_outputs("class") == 30 and stream.n_outputs("domain") == 10
+    # Tasks share one copy of the images.
+    assert stream[1].train.images.data_ptr() == stream[2].train.images.data_ptr()
+
+
+def test_permuted_mnist_can_permute_task_zero(data_root):
+    stream = permuted_mnist(n_tasks=2, seed=0, identity_first=False, data_root=data_root)
+    x = torch.rand(1, 1, 28, 28)
+    assert not torch.equal(stream[0].transform(x), x)
+
+
+def test_rotated_mnist_rotates_by_the_task_angle(data_root):
+    stream = rotated_mnist(n_tasks=4, data_root=data_root)
+    assert [t.name for t in stream] == ["rotation-0", "rotation-45", "rotation-90", "rotation-135"]
+    x, y = next(stream[2].test_batches(8))
+    plain, _ = next(stream[0].test_batches(8))
+    assert torch.allclose(x, torch.rot90(plain, 1, dims=(2, 3)), atol=1e-5)
+
+
+def test_mnist_few_shot_splits_digits(data_root):
+    task = mnist_few_shot(data_root=data_root)[0]
+    assert task.train.names == tuple(f"digit-{d}" for d in range(5))
+    assert task.test.names == tuple(f"digit-{d}" for d in range(5, 10))
+    with pytest.raises(ValueError, match="overlap: \\[4\\]"):
+        mnist_few_shot(train_digits=(0, 4), test_digits=(4, 5), data_root=data_root)
