@@ -15,8 +15,6 @@ import torch
 from metalearn.tasks.pools import ClassPool
 
 DEFAULT_EVALUATION_EPISODES = 600
-# Index sampling works in chunks of episodes to bound the scratch memory for large classes.
-_EPISODES_PER_CHUNK = 64
 
 
 @dataclass(frozen=True)
@@ -68,33 +66,53 @@ def sample_episode_indices(
     pool: ClassPool, n_way: int, n_per_class: int, n_episodes: int, generator: torch.Generator
 ) -> torch.Tensor:
     """Flat image indices [E, N, n_per_class]: N distinct classes, distinct examples in each."""
-    chunks = []
-    offsets, largest = pool.offsets, int(pool.sizes.max())
-    uniform = bool((pool.sizes == largest).all())
-    for start in range(0, n_episodes, _EPISODES_PER_CHUNK):
-        n = min(_EPISODES_PER_CHUNK, n_episodes - start)
-        classes = torch.rand(n, len(pool), generator=generator).topk(n_way, dim=1).indices
-        scores = torch.rand(n, n_way, largest, generator=generator)
-        if not uniform:  # classes of unequal size: never pick past a class's end
-            scores.masked_fill_(torch.arange(largest) >= pool.sizes[classes][..., None], -1.0)
-        examples = scores.topk(n_per_class, dim=2).indices
-        chunks.append(offsets[classes][..., None] + examples)
-    return torch.cat(chunks)
+    n_classes = torch.full((n_episodes,), len(pool), dtype=torch.int64)
+    classes = distinct_draws(n_classes, n_way, generator)
+    examples = distinct_draws(pool.sizes[classes].flatten(), n_per_class, generator)
+    return pool.offsets[classes][..., None] + examples.view(n_episodes, n_way, n_per_class)
+
+
+def distinct_draws(sizes: torch.Tensor, k: int, generator: torch.Generator) -> torch.Tensor:
+    """For each row r, k distinct uniform draws from range(sizes[r]), in random order: [rows, k].
+
+    When k is small against the range, drawing with replacement and redrawing the rare rows
+    that repeat a value is far cheaper than ranking a random score for every candidate.
+    """
+    smallest, largest = int(sizes.min()), int(sizes.max())
+    if k * k <= smallest:
+        draws = _uniform_below(sizes[:, None], (len(sizes), k), generator)
+        while True:
+            ordered = draws.sort(dim=1).values
+            repeats = (ordered[:, 1:] == ordered[:, :-1]).any(dim=1)
+            if not repeats.any():
+                return draws
+            draws[repeats] = _uniform_below(sizes[repeats, None], (int(repeats.sum()), k), generator)
+    scores = torch.rand(len(sizes), largest, generator=generator)
+    if smallest != largest:  # classes of unequal size: never pick past a class's end
+        scores.masked_fill_(torch.arange(largest) >= sizes[:, None], -1.0)
+    return scores.topk(k, dim=1).indices
+
+
+def _uniform_below(bounds: torch.Tensor, shape: tuple[int, int], generator: torch.Generator) -> torch.Tensor:
+    return (torch.rand(shape, generator=generator, dtype=torch.float64) * bounds).long()
 
 
 def gather_episodes(pool: ClassPool, indices: torch.Tensor, k_shot: int) -> EpisodeBatch:
     """Turn flat indices [B, N, K+Q] into an EpisodeBatch on the pool's device."""
     n_episodes, n_way, n_per_class = indices.shape
     device = pool.images.device
-    images = pool.images[indices.to(device)].unsqueeze(3).float().div_(255)  # [B, N, S, 1, H, W]
+    flat_images = pool.images.view(len(pool.images), -1)
     labels = torch.arange(n_way, device=device).view(1, n_way, 1)
 
-    def part(x: torch.Tensor, n: int) -> tuple[torch.Tensor, torch.Tensor]:
+    def part(chosen: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        n = chosen.shape[2]
+        # index_select on a 2-D view is several times faster than advanced indexing here.
+        x = flat_images.index_select(0, chosen.reshape(-1).to(device)).float().div_(255)
         y = labels.expand(n_episodes, n_way, n).reshape(n_episodes, -1)
-        return x.reshape(n_episodes, n_way * n, *x.shape[3:]), y
+        return x.view(n_episodes, n_way * n, 1, *pool.image_shape), y
 
-    support_x, support_y = part(images[:, :, :k_shot], k_shot)
-    query_x, query_y = part(images[:, :, k_shot:], n_per_class - k_shot)
+    support_x, support_y = part(indices[:, :, :k_shot])
+    query_x, query_y = part(indices[:, :, k_shot:])
     return EpisodeBatch(support_x, support_y, query_x, query_y)
 
 
