@@ -20,6 +20,7 @@ from typing import Any, Sequence
 import torch
 
 from metalearn.data.roots import CACHE_ENV, DATA_ENV, cache_dir, download_dir
+from metalearn.files import atomic_torch_save
 
 
 class DataError(RuntimeError):
@@ -124,10 +125,7 @@ def load_cached(name: str, sources: Sequence[Path], build: Any) -> dict[str, Any
             path.unlink(missing_ok=True)
     content = build()
     try:
-        path.parent.mkdir(parents=True, exist_ok=True)
-        with tempfile.NamedTemporaryFile(dir=path.parent, suffix=".tmp", delete=False) as handle:
-            torch.save(content, handle)
-        os.replace(handle.name, path)
+        atomic_torch_save(content, path)
     except OSError as error:
         warnings.warn(
             f"could not write the decoded-data cache at {path} ({error}); set {CACHE_ENV} to a "

@@ -19,7 +19,7 @@ from pathlib import Path
 import numpy as np
 import torch
 from PIL import Image, UnidentifiedImageError
-from tqdm import tqdm
+from rich.progress import track
 
 from metalearn.data.archives import Resource, corrupt, load_cached, locate
 from metalearn.data.roots import data_roots
@@ -102,7 +102,7 @@ def _decode_archive(
         if short:
             raise corrupt(path, f"{short[0]} has {len(drawings[short[0]])} drawings, not 20")
         pixels = np.empty((len(characters), DRAWINGS_PER_CHARACTER, image_size, image_size), np.uint8)
-        for i, character in enumerate(tqdm(characters, desc=f"decoding {path.name}", leave=False)):
+        for i, character in enumerate(track(characters, f"decoding {path.name}", transient=True)):
             for j, entry in enumerate(sorted(drawings[character])):
                 pixels[i, j] = _decode_png(archive, entry, path, image_size)
     return characters, torch.from_numpy(pixels)

@@ -1,5 +1,29 @@
-"""Network architectures used by the benchmarks."""
+"""Network architectures, built by name from a config.
+
+Every model exposes ``features`` (the body) and ``head`` (the final linear layer), so learners
+that replace or fine-tune the head work with any of them.
+"""
+
+from __future__ import annotations
+
+import math
+from typing import Any
+
+from torch import nn
 
 from metalearn.models.conv4 import Conv4
+from metalearn.models.mlp import MLP
 
-__all__ = ["Conv4"]
+
+MODELS: dict[str, type[nn.Module]] = {"mlp": MLP, "conv4": Conv4}
+
+
+def build_model(name: str, input_shape: tuple[int, ...], n_outputs: int, **options: Any) -> nn.Module:
+    """A fresh model for inputs of ``input_shape`` (C, H, W) and ``n_outputs`` classes."""
+    if name == "mlp":
+        return MLP(math.prod(input_shape), n_outputs, **options)
+    if name == "conv4":
+        return Conv4(n_outputs, in_channels=input_shape[0], **options)
+    raise ValueError(f"unknown model {name!r}; choose one of {sorted(MODELS)}")
+
+__all__ = ["Conv4", "MLP", "MODELS", "build_model"]

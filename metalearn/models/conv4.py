@@ -25,8 +25,8 @@ class Conv4(nn.Module):
                 nn.BatchNorm2d(hidden, track_running_stats=track_running_stats),
                 nn.ReLU(),
             ]
-        self.features = nn.Sequential(*blocks)
+        self.features = nn.Sequential(*blocks, nn.AdaptiveAvgPool2d(1), nn.Flatten())
         self.head = nn.Linear(hidden, n_outputs)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return self.head(self.features(x).mean(dim=(2, 3)))
+        return self.head(self.features(x))

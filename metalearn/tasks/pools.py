@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Sequence
+from typing import Iterator, Sequence
 
 import torch
 
@@ -73,6 +73,20 @@ class ClassPool:
         images = torch.cat([torch.rot90(self.images, k, dims=(1, 2)) for k in quarter_turns])
         names = tuple(f"{n}@{90 * k}" for k in quarter_turns for n in self.names)
         return ClassPool(images, self.sizes.repeat(len(quarter_turns)), names)
+
+    def batches(
+        self, batch_size: int, generator: torch.Generator
+    ) -> Iterator[tuple[torch.Tensor, torch.Tensor]]:
+        """Endless shuffled minibatches of every image: float x [b, 1, H, W], class ids y [b].
+
+        For learners that pretrain an ordinary classifier on a pool's classes.
+        """
+        labels = torch.repeat_interleave(torch.arange(len(self)), self.sizes).to(self.images.device)
+        while True:
+            order = torch.randperm(len(labels), generator=generator).to(self.images.device)
+            for start in range(0, len(order) - batch_size + 1, batch_size):
+                index = order[start : start + batch_size]
+                yield self.images[index].unsqueeze(1).float().div_(255), labels[index]
 
     def to(self, device: torch.device | str) -> ClassPool:
         return ClassPool(self.images.to(device), self.sizes, self.names)

@@ -65,23 +65,6 @@ class ClassificationTask:
         x = images.unsqueeze(1).float().div_(255)
         return self.transform(x) if self.transform is not None else x
 
-    def train_batches(
-        self, batch_size: int, generator: torch.Generator
-    ) -> Iterator[tuple[torch.Tensor, torch.Tensor]]:
-        """Endless shuffled minibatches (x, local y): a fresh permutation every epoch."""
-        device = self.train.labels.device
-        while True:
-            order = torch.randperm(len(self.train), generator=generator).to(device)
-            for start in range(0, len(order) - batch_size + 1, batch_size):
-                index = order[start : start + batch_size]
-                yield self.inputs(self.train.images[index]), self.train.labels[index]
-
-    def test_batches(self, batch_size: int) -> Iterator[tuple[torch.Tensor, torch.Tensor]]:
-        """The whole test set in a fixed order: (x, local y)."""
-        for start in range(0, len(self.test), batch_size):
-            end = start + batch_size
-            yield self.inputs(self.test.images[start:end]), self.test.labels[start:end]
-
 
 @dataclass(frozen=True)
 class EpisodicTask:
@@ -94,6 +77,24 @@ class EpisodicTask:
 
 
 Task = Union[ClassificationTask, EpisodicTask]
+
+
+@dataclass(frozen=True)
+class Batch:
+    """A classification minibatch in a scenario's terms.
+
+    ``y`` indexes the model's outputs (see :meth:`Stream.targets`); ``allowed`` [b, outputs]
+    marks the outputs each example is predicted over (:meth:`Stream.output_slice`);
+    ``task_ids`` says which task each example came from.
+    """
+
+    x: torch.Tensor
+    y: torch.Tensor
+    allowed: torch.Tensor
+    task_ids: torch.Tensor
+
+    def __len__(self) -> int:
+        return len(self.y)
 
 
 @dataclass(frozen=True)
@@ -169,3 +170,57 @@ class Stream:
         if scenario is Scenario.TASK:
             return slice(offsets[task_index], offsets[task_index + 1])
         return slice(0, offsets[len(self) if seen is None else seen])
+
+    def train_batches(
+        self,
+        scenario: Scenario | str,
+        task_indices: Sequence[int],
+        batch_size: int,
+        generator: torch.Generator,
+        seen: int,
+    ) -> Iterator[Batch]:
+        """Endless shuffled minibatches from the training sets of ``task_indices``.
+
+        Examples of all the given tasks are mixed in proportion to their sizes, a fresh
+        permutation each epoch (one task for ordinary training; several for joint training or
+        replay). ``seen`` is the number of tasks seen so far (for class-IL's outputs).
+        """
+        tasks = [self.tasks[i] for i in task_indices]
+        sizes = torch.tensor([len(t.train) for t in tasks])  # type: ignore[union-attr]
+        ends = torch.cumsum(sizes, 0)
+        starts = ends - sizes
+        while True:
+            order = torch.randperm(int(ends[-1]), generator=generator)
+            for start in range(0, len(order) - batch_size + 1, batch_size):
+                index = order[start : start + batch_size]
+                owner = torch.searchsorted(ends, index, right=True)
+                local = index - starts[owner]  # position within its own task
+                parts = [(task_indices[k], local[owner == k]) for k in owner.unique().tolist()]
+                yield self._batch(scenario, parts, seen, "train")
+
+    def test_batches(
+        self, scenario: Scenario | str, task_index: int, batch_size: int, seen: int
+    ) -> Iterator[Batch]:
+        """Task ``task_index``'s whole test set, in a fixed order."""
+        size = len(self.tasks[task_index].test)  # type: ignore[union-attr]
+        for start in range(0, size, batch_size):
+            index = torch.arange(start, min(start + batch_size, size))
+            yield self._batch(scenario, [(task_index, index)], seen, "test")
+
+    def _batch(self, scenario: Scenario | str, parts: list[tuple[int, torch.Tensor]], seen: int,
+               split: str) -> Batch:
+        """Gather (task, example indices) parts into one Batch."""
+        xs, ys, masks, ids = [], [], [], []
+        n_outputs = self.n_outputs(scenario)
+        for task_index, index in parts:
+            task = self.tasks[task_index]
+            data = getattr(task, split)
+            device = data.labels.device
+            index = index.to(device)
+            xs.append(task.inputs(data.images[index]))  # type: ignore[union-attr]
+            ys.append(self.targets(scenario, task_index, data.labels[index]))
+            allowed = torch.zeros(n_outputs, dtype=torch.bool, device=device)
+            allowed[self.output_slice(scenario, task_index, max(seen, task_index + 1))] = True
+            masks.append(allowed.expand(len(index), n_outputs))
+            ids.append(torch.full((len(index),), task_index, device=device))
+        return Batch(torch.cat(xs), torch.cat(ys), torch.cat(masks), torch.cat(ids))

@@ -53,14 +53,46 @@ def test_unsupported_scenario_is_refused_with_the_supported_ones():
         stream.check_scenario("tasks")
 
 
+def toy_stream(sizes=(6, 4)):
+    """Two tasks whose images hold (task, index) so batches can be traced back."""
+    tasks = []
+    for t, n in enumerate(sizes):
+        images = (10 * t + torch.arange(n, dtype=torch.uint8)).view(n, 1, 1)
+        data = LabelledImages(images, torch.arange(n) % 2)
+        tasks.append(ClassificationTask(f"t{t}", 2, data, data))
+    return Stream("toy", tuple(tasks), frozenset(Scenario))
+
+
+def pixel_ids(batch):
+    return [round(v * 255) for v in batch.x.flatten().tolist()]
+
+
 def test_an_epoch_visits_every_training_example_once():
-    n = 10
-    images = torch.arange(n, dtype=torch.uint8).view(n, 1, 1)
-    task = ClassificationTask("t", 1, LabelledImages(images, torch.zeros(n, dtype=torch.int64)),
-                              LabelledImages(images, torch.zeros(n, dtype=torch.int64)))
-    batches = task.train_batches(5, torch.Generator().manual_seed(0))
-    seen = [round(v * 255) for _ in range(2) for v in next(batches)[0].flatten().tolist()]
-    assert sorted(seen) == list(range(n))
+    stream = toy_stream()
+    batches = stream.train_batches("class", [0], 3, torch.Generator().manual_seed(0), seen=1)
+    seen = pixel_ids(next(batches)) + pixel_ids(next(batches))
+    assert sorted(seen) == list(range(6))
+
+
+def test_mixed_batches_draw_from_every_task_with_their_own_labels_and_masks():
+    stream = toy_stream()
+    batches = stream.train_batches("task", [0, 1], 5, torch.Generator().manual_seed(0), seen=2)
+    first, second = next(batches), next(batches)
+    ids = pixel_ids(first) + pixel_ids(second)
+    assert sorted(ids) == [0, 1, 2, 3, 4, 5, 10, 11, 12, 13]
+    for batch in (first, second):
+        for pixel, y, allowed, task in zip(pixel_ids(batch), batch.y, batch.allowed, batch.task_ids):
+            assert task == pixel // 10
+            assert y == 2 * task + (pixel % 10) % 2  # task-IL: the task's offset + local label
+            assert allowed.nonzero().flatten().tolist() == [2 * task, 2 * task + 1]
+
+
+def test_test_batches_cover_the_test_set_in_order():
+    stream = toy_stream()
+    batches = list(stream.test_batches("class", 1, 3, seen=1))
+    assert [pixel_ids(b) for b in batches] == [[10, 11, 12], [13]]
+    # Class-IL: task 1's outputs are always allowed, even before it is trained.
+    assert batches[0].allowed[0].tolist() == [True] * 4
 
 
 def test_permuted_mnist_draws_fixed_permutations_from_the_seed(data_root):
@@ -88,9 +120,9 @@ def test_permuted_mnist_can_permute_task_zero(data_root):
 def test_rotated_mnist_rotates_by_the_task_angle(data_root):
     stream = rotated_mnist(n_tasks=4, data_root=data_root)
     assert [t.name for t in stream] == ["rotation-0", "rotation-45", "rotation-90", "rotation-135"]
-    x, y = next(stream[2].test_batches(8))
-    plain, _ = next(stream[0].test_batches(8))
-    assert torch.allclose(x, torch.rot90(plain, 1, dims=(2, 3)), atol=1e-5)
+    rotated = next(stream.test_batches("domain", 2, 8, seen=1)).x
+    plain = next(stream.test_batches("domain", 0, 8, seen=1)).x
+    assert torch.allclose(rotated, torch.rot90(plain, 1, dims=(2, 3)), atol=1e-5)
 
 
 def test_mnist_few_shot_splits_digits(data_root):

@@ -1,0 +1,105 @@
+"""The learner contract shared by meta-learners and continual learners.
+
+The training loop and the evaluation belong to the protocol; a learner says only what is
+special about it. For each task of a stream the protocol calls ``begin_task``, then
+``train_step`` once per training step, then ``end_task``, and evaluates every task with
+``predict`` (classification tasks: logits over the model's outputs) or ``predict_episodes``
+(few-shot tasks: adapt on each episode's support set, return logits for its queries).
+"""
+
+from __future__ import annotations
+
+import abc
+from dataclasses import dataclass
+from typing import Any, ClassVar
+
+import pydantic
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from metalearn.tasks import Batch, EpisodeBatch, Scenario, Stream
+
+CLASSIFICATION = "classification"
+EPISODIC = "episodic"
+
+
+class LearnerOptions(pydantic.BaseModel):
+    """Base of every learner's hyperparameters: unknown keys are an error."""
+
+    model_config = pydantic.ConfigDict(extra="forbid")
+
+
+@dataclass(frozen=True)
+class LearnerContext:
+    """What a learner is told about its run when it is built."""
+
+    stream: Stream
+    scenario: Scenario | None  # None for episodic streams
+    device: torch.device
+    seed: int
+
+
+class Learner(abc.ABC):
+    """One learning algorithm. Subclasses live in one file each and register by ``name``.
+
+    Class attributes: ``name``; ``task_kinds``, the kinds of task it trains on
+    (``"classification"``, ``"episodic"``); ``scenarios``, the continual scenarios it supports;
+    ``Options``, a :class:`LearnerOptions` subclass of its hyperparameters with defaults.
+    """
+
+    name: ClassVar[str]
+    task_kinds: ClassVar[frozenset[str]]
+    scenarios: ClassVar[frozenset[Scenario]] = frozenset(Scenario)
+    Options: ClassVar[type[LearnerOptions]] = LearnerOptions
+
+    def __init__(self, model: nn.Module, options: LearnerOptions, context: LearnerContext) -> None:
+        self.model = model.to(context.device)
+        self.options = options
+        self.context = context
+
+    def begin_task(self, task_index: int) -> None:
+        """Called before training on task ``task_index``."""
+
+    @abc.abstractmethod
+    def train_step(self, batch: Batch | EpisodeBatch) -> dict[str, torch.Tensor]:
+        """One training step (a minibatch or a meta-batch); returns the values to log."""
+
+    def end_task(self, task_index: int) -> None:
+        """Called after training on task ``task_index``, before it is evaluated."""
+
+    def predict(self, x: torch.Tensor, task_index: int | None) -> torch.Tensor:
+        """Logits [b, outputs] for classification inputs; ``task_index`` only in task-IL."""
+        raise NotImplementedError(f"{self.name} does not predict classification tasks")
+
+    def predict_episodes(self, batch: EpisodeBatch) -> torch.Tensor:
+        """Adapt on each episode's support set; logits [B, N*Q, N] for its queries."""
+        raise NotImplementedError(f"{self.name} does not solve few-shot episodes")
+
+    def state_dict(self) -> dict[str, Any]:
+        """Everything needed to resume: tensors and plain values only, no pickled objects."""
+        return {"model": self.model.state_dict()}
+
+    def load_state_dict(self, state: dict[str, Any]) -> None:
+        self.model.load_state_dict(state["model"])
+
+
+def masked_cross_entropy(logits: torch.Tensor, batch: Batch) -> torch.Tensor:
+    """Cross-entropy over each example's allowed outputs only (the scenario's label space)."""
+    return F.cross_entropy(logits.masked_fill(~batch.allowed, float("-inf")), batch.y)
+
+
+def check_compatible(learner: type[Learner], stream: Stream, scenario: Scenario | None) -> None:
+    """Refuse, before any training, a learner that cannot run this stream or scenario."""
+    kind = EPISODIC if stream.episodic else CLASSIFICATION
+    if kind not in learner.task_kinds:
+        raise ValueError(
+            f"learner {learner.name!r} trains on {sorted(learner.task_kinds)} tasks, but "
+            f"benchmark {stream.name!r} has {kind} tasks; pick a learner listed for {kind} "
+            "tasks by `metalearn list`"
+        )
+    if scenario is not None and scenario not in learner.scenarios:
+        supported = sorted(s.value for s in learner.scenarios)
+        raise ValueError(
+            f"learner {learner.name!r} supports the scenarios {supported}, not {scenario.value!r}"
+        )
