@@ -207,20 +207,29 @@ class Stream:
             index = torch.arange(start, min(start + batch_size, size))
             yield self._batch(scenario, [(task_index, index)], seen, "test")
 
+    def allowed_outputs(self, scenario: Scenario | str, task_ids: torch.Tensor, seen: int) -> torch.Tensor:
+        """[b, outputs] bool: the outputs each example, from task ``task_ids[k]``, competes over.
+
+        ``seen`` is the number of tasks trained so far (class-IL widens with it); a task's own
+        outputs are always included. For replayed examples, pass the current ``seen``.
+        """
+        masks = torch.zeros(len(self), self.n_outputs(scenario), dtype=torch.bool,
+                            device=task_ids.device)
+        for t in range(len(self)):
+            masks[t, self.output_slice(scenario, t, max(seen, t + 1))] = True
+        return masks[task_ids]
+
     def _batch(self, scenario: Scenario | str, parts: list[tuple[int, torch.Tensor]], seen: int,
                split: str) -> Batch:
         """Gather (task, example indices) parts into one Batch."""
-        xs, ys, masks, ids = [], [], [], []
-        n_outputs = self.n_outputs(scenario)
+        xs, ys, ids = [], [], []
         for task_index, index in parts:
             task = self.tasks[task_index]
             data = getattr(task, split)
-            device = data.labels.device
-            index = index.to(device)
+            index = index.to(data.labels.device)
             xs.append(task.inputs(data.images[index]))  # type: ignore[union-attr]
             ys.append(self.targets(scenario, task_index, data.labels[index]))
-            allowed = torch.zeros(n_outputs, dtype=torch.bool, device=device)
-            allowed[self.output_slice(scenario, task_index, max(seen, task_index + 1))] = True
-            masks.append(allowed.expand(len(index), n_outputs))
-            ids.append(torch.full((len(index),), task_index, device=device))
-        return Batch(torch.cat(xs), torch.cat(ys), torch.cat(masks), torch.cat(ids))
+            ids.append(torch.full((len(index),), task_index, device=index.device))
+        task_ids = torch.cat(ids)
+        return Batch(torch.cat(xs), torch.cat(ys), self.allowed_outputs(scenario, task_ids, seen),
+                     task_ids)

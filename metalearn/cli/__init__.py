@@ -1,0 +1,1 @@
+"""The command line: configs, overrides, ``metalearn run`` and ``metalearn list``."""

@@ -1,0 +1,80 @@
+"""``metalearn run CONFIG [key=value ...]`` and ``metalearn list``."""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from pathlib import Path
+from typing import Sequence
+
+import yaml
+
+from metalearn.cli.config import ConfigError, load_config, validate_config
+from metalearn.cli.runner import run
+from metalearn.data import DataError
+from metalearn.learners import available_learners
+from metalearn.models import MODELS
+from metalearn.protocol import NonFiniteLossError
+from metalearn.tasks import BENCHMARKS, Scenario
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="metalearn", description=__doc__)
+    commands = parser.add_subparsers(dest="command", required=True)
+
+    run_parser = commands.add_parser("run", help="train and evaluate one learner on one benchmark")
+    run_parser.add_argument("config", type=Path, nargs="?",
+                            help="a YAML config, e.g. benchmarks/split_mnist/finetune.yaml")
+    run_parser.add_argument("overrides", nargs="*", metavar="key.path=value",
+                            help="override any config key, e.g. learner.options.lr=0.01 seed=3")
+    run_parser.add_argument("--data-root", help="folder holding the dataset archives")
+    run_parser.add_argument("--device", help="cpu, cuda, cuda:1 or auto (default: the config's)")
+    run_parser.add_argument("--wandb", choices=["auto", "online", "offline", "disabled"],
+                            help="wandb mode (default auto: online with credentials, else offline)")
+    run_parser.add_argument("--run-dir", type=Path, help="the run's folder (default: a new one "
+                            "under output_dir/<benchmark>/)")
+    run_parser.add_argument("--resume", type=Path, metavar="RUN_DIR",
+                            help="continue a stopped run from its last checkpoint")
+
+    commands.add_parser("list", help="show learners, benchmarks, scenarios and models")
+    args = parser.parse_args(argv)
+    if args.command == "list":
+        print(_listing())
+        return 0
+    try:
+        if args.resume is not None:
+            if args.config or args.overrides:
+                raise ConfigError("--resume continues a run with its saved config: give no config "
+                                  "file or overrides")
+            config = load_config(args.resume / "config.yaml")
+            run_dir = args.resume
+        elif args.config is None:
+            raise ConfigError("give a config file, e.g. metalearn run benchmarks/split_mnist/finetune.yaml")
+        else:
+            config, run_dir = load_config(args.config, args.overrides), args.run_dir
+        flags = {"data_root": args.data_root, "device": args.device}
+        data = config.model_dump(mode="json")
+        data.update({key: value for key, value in flags.items() if value is not None})
+        if args.wandb:
+            data["wandb"]["mode"] = args.wandb
+        run(validate_config(data), run_dir=run_dir, resume=args.resume is not None)
+    except (ConfigError, DataError, NonFiniteLossError, ValueError) as error:
+        print(f"error: {error}", file=sys.stderr)
+        return 1
+    return 0
+
+
+def _listing() -> str:
+    learners = {
+        name: {"tasks": sorted(cls.task_kinds),
+               "scenarios": sorted(s.value for s in cls.scenarios) if "classification" in cls.task_kinds else [],
+               "options": {k: f.default for k, f in cls.Options.model_fields.items()}}
+        for name, cls in available_learners().items()
+    }
+    listing = {"learners": learners, "benchmarks": sorted(BENCHMARKS),
+               "scenarios": [s.value for s in Scenario], "models": sorted(MODELS)}
+    return yaml.safe_dump(listing, sort_keys=False, default_flow_style=None)
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,129 @@
+"""Builds a run's pieces from its config and hands them to the protocol."""
+
+from __future__ import annotations
+
+import os
+import platform
+import socket
+import subprocess
+import sys
+from datetime import datetime, timezone
+from pathlib import Path
+from typing import Any
+
+import torch
+
+import metalearn
+from metalearn.cli.config import ConfigError, RunConfig, check_options
+from metalearn.learners import LearnerContext, check_compatible, get_learner
+from metalearn.models import MODELS, build_model
+from metalearn.protocol import Protocol
+from metalearn.results import RunResults
+from metalearn.seeding import derive_seed
+from metalearn.tasks import BENCHMARKS, Scenario, Stream
+from metalearn.tracking import ConsoleReporter, RunFolder, Trackers, WandbTracker
+
+MODEL_INIT = 1  # derive_seed key of the model's initial weights
+
+
+def resolve_device(name: str) -> torch.device:
+    if name == "auto":
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    if name.startswith("cuda") and not torch.cuda.is_available():
+        raise ConfigError(f"device {name!r} was asked for but CUDA is not available; use device=cpu")
+    return torch.device(name)
+
+
+def build_stream(config: RunConfig, device: torch.device) -> tuple[Stream, Scenario | None]:
+    """The benchmark's stream and the validated scenario (None for few-shot streams)."""
+    name = config.benchmark.name
+    if name not in BENCHMARKS:
+        raise ConfigError(f"unknown benchmark {name!r}; known benchmarks: {sorted(BENCHMARKS)}")
+    builder = BENCHMARKS[name]
+    options = check_options("benchmark.options", config.benchmark.options, builder,
+                            skip=("data_root", "device"))
+    stream = builder(**options, data_root=config.data_root, device=device)
+    if stream.episodic:
+        if config.scenario is not None:
+            raise ConfigError(f"benchmark {name!r} is few-shot: remove the scenario setting")
+        return stream, None
+    if config.scenario is None:
+        supported = sorted(s.value for s in stream.scenarios)
+        raise ConfigError(f"benchmark {name!r} needs a scenario: set scenario to one of {supported}")
+    return stream, stream.check_scenario(config.scenario)
+
+
+def build_run(config: RunConfig) -> tuple[Stream, Scenario | None, Any, torch.device]:
+    """Stream, scenario and learner, every compatibility check done before any training."""
+    device = resolve_device(config.device)
+    learner_class = get_learner(config.learner.name)
+    stream, scenario = build_stream(config, device)
+    check_compatible(learner_class, stream, scenario)
+    options = check_options("learner.options", config.learner.options, learner_class.Options)
+    if config.model.name not in MODELS:
+        raise ConfigError(f"unknown model {config.model.name!r}; choose one of {sorted(MODELS)}")
+    model_options = check_options("model.options", config.model.options, MODELS[config.model.name],
+                                  skip=("in_features", "in_channels", "n_outputs"))
+    first = stream[0]
+    if stream.episodic:
+        input_shape, n_outputs = (1, *first.train.image_shape), config.protocol.n_way
+    else:
+        input_shape, n_outputs = (1, *first.train.images.shape[1:]), stream.n_outputs(scenario)
+    torch.manual_seed(derive_seed(config.seed, MODEL_INIT))
+    model = build_model(config.model.name, input_shape, n_outputs, **model_options)
+    learner = learner_class(model, options, LearnerContext(stream, scenario, device, config.seed))
+    return stream, scenario, learner, device
+
+
+def default_run_dir(config: RunConfig) -> Path:
+    scenario = f"-{config.scenario.value}" if config.scenario else ""
+    stamp = datetime.now().strftime("%Y%m%d-%H%M%S")
+    name = f"{config.learner.name}{scenario}-seed{config.seed}-{stamp}"
+    return Path(config.output_dir) / config.benchmark.name / name
+
+
+def environment(device: torch.device, config: RunConfig) -> dict[str, Any]:
+    """What a reader needs to reproduce the run: versions, hardware, seed, command, commit."""
+    try:
+        commit = subprocess.run(["git", "rev-parse", "HEAD"], capture_output=True, text=True,
+                                cwd=Path(metalearn.__file__).parent, timeout=5).stdout.strip()
+    except (OSError, subprocess.SubprocessError):
+        commit = ""
+    return {
+        "metalearn": metalearn.__version__, "torch": torch.__version__,
+        "python": platform.python_version(), "platform": platform.platform(),
+        "host": socket.gethostname(), "device": str(device),
+        "device_name": torch.cuda.get_device_name(device) if device.type == "cuda" else platform.processor(),
+        "cpu_count": os.cpu_count(), "torch_threads": torch.get_num_threads(),
+        "seed": config.seed, "command": " ".join(sys.argv), "git_commit": commit or None,
+        "started": datetime.now(timezone.utc).isoformat(timespec="seconds"),
+    }
+
+
+def run(config: RunConfig, run_dir: Path | None = None, resume: bool = False,
+        console: Any = None) -> RunResults:
+    """Train and evaluate one learner on one benchmark; results go to ``run_dir``."""
+    stream, scenario, learner, device = build_run(config)
+    run_dir = run_dir or default_run_dir(config)
+    if (run_dir / "checkpoint.pt").exists() and not resume:
+        raise ConfigError(f"{run_dir} already holds a run: pass --resume {run_dir} to continue it")
+    results = RunResults.empty(
+        config.benchmark.name, config.learner.name, scenario.value if scenario else None,
+        config.seed, [t.name for t in stream],
+        [config.protocol.eval_episodes if stream.episodic else len(t.test) for t in stream],
+        episodic=stream.episodic,
+    )
+    tracker = Trackers([
+        RunFolder(),
+        ConsoleReporter(console=console),
+        WandbTracker(mode=config.wandb.mode, project=config.wandb.project, tags=config.wandb.tags),
+    ])
+    protocol = Protocol(stream, scenario, learner, config.protocol, config.seed, tracker)
+    try:
+        tracker.start(run_dir, config.model_dump(mode="json"), environment(device, config),
+                      total_steps=len(stream) * config.protocol.steps_per_task)
+        protocol.run(results, run_dir, resume=resume)
+    finally:
+        tracker.finish(results)
+        tracker.close()
+    return results

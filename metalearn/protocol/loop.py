@@ -1,0 +1,176 @@
+"""The one training and evaluation loop every learner runs through.
+
+For a stream of T tasks: evaluate every task before training (b), then for each task i train
+on it, evaluate all T tasks (row i of R, tasks not seen yet included), checkpoint, report.
+The loop is the same for continual streams and few-shot benchmarks (a stream of one episodic
+task); only how a task is trained on and scored differs, and that is decided by the task's
+kind, never by the learner's name.
+"""
+
+from __future__ import annotations
+
+import math
+import time
+from pathlib import Path
+from typing import TYPE_CHECKING, Iterator
+
+import numpy as np
+import pydantic
+import torch
+
+from metalearn.learners import Learner
+from metalearn.protocol.checkpoint import load_checkpoint, save_checkpoint
+from metalearn.protocol.metrics import few_shot_accuracy, summarize
+from metalearn.results import RunResults
+from metalearn.seeding import derive_generator, derive_seed
+from metalearn.tasks import (
+    Batch,
+    EpisodeBatch,
+    EpisodeSampler,
+    EvaluationEpisodes,
+    Scenario,
+    Stream,
+)
+
+if TYPE_CHECKING:  # the protocol only calls a tracker's methods
+    from metalearn.tracking import Tracker
+
+TRAIN_BATCHES = 0  # derive_seed key of the protocol's own training batches
+
+
+class ProtocolSettings(pydantic.BaseModel):
+    """How long to train and how to sample; the ``protocol`` section of a run's config."""
+
+    model_config = pydantic.ConfigDict(extra="forbid", frozen=True)
+
+    steps_per_task: int
+    batch_size: int = 128  # classification minibatch
+    eval_batch_size: int = 1000  # classification test batch
+    n_way: int = 5  # few-shot episodes, for training and evaluation
+    k_shot: int = 1
+    q_query: int = 15
+    meta_batch_size: int = 32
+    eval_episodes: int = 600
+    eval_meta_batch_size: int = 100
+    eval_seed: int = 0  # the same evaluation episodes for every learner and run seed
+    log_every: int = 10  # training steps averaged into one learning-curve point
+
+
+class NonFiniteLossError(RuntimeError):
+    """A training value became NaN or infinite; results up to the last task are kept."""
+
+
+class Protocol:
+    """Runs ``learner`` through ``stream`` and fills in a :class:`RunResults`."""
+
+    def __init__(self, stream: Stream, scenario: Scenario | None, learner: Learner,
+                 settings: ProtocolSettings, seed: int, tracker: Tracker) -> None:
+        self.stream, self.scenario, self.learner = stream, scenario, learner
+        self.settings, self.seed, self.tracker = settings, seed, tracker
+        self._evaluation_episodes: dict[int, EvaluationEpisodes] = {}
+
+    def run(self, results: RunResults, run_dir: Path, resume: bool = False) -> RunResults:
+        """Train on every task not yet completed, checkpointing into ``run_dir`` after each.
+
+        ``results`` is filled in place, so a caller holds the partial results if a run stops.
+        """
+        checkpoint = run_dir / "checkpoint.pt"
+        global_step = 0
+        if resume and checkpoint.is_file():
+            state = load_checkpoint(checkpoint)
+            self.learner.load_state_dict(state["learner"])
+            vars(results).update(vars(RunResults.from_dict(state["results"])))
+            torch.set_rng_state(state["rng"])
+            global_step = state["global_step"]
+        if np.isnan(results.initial_accuracy).any():
+            for j in range(len(self.stream)):
+                results.initial_accuracy[j], _ = self.evaluate(j, seen=0)
+            self.tracker.log_task(-1, results)
+
+        for i in range(results.completed_tasks, len(self.stream)):
+            start = time.perf_counter()
+            global_step = self._train_task(i, global_step, results, run_dir)
+            results.timings[f"train_s/task_{i}"] = time.perf_counter() - start
+            start = time.perf_counter()
+            for j in range(len(self.stream)):
+                accuracy, interval = self.evaluate(j, seen=i + 1)
+                results.accuracy[i, j] = accuracy
+                if results.interval is not None:
+                    results.interval[i, j] = interval
+            results.timings[f"eval_s/task_{i}"] = time.perf_counter() - start
+            results.completed_tasks = i + 1
+            save_checkpoint(checkpoint, {
+                "learner": self.learner.state_dict(), "results": results.to_dict(),
+                "rng": torch.get_rng_state(), "global_step": global_step,
+            })
+            self.tracker.log_task(i, results)
+
+        results.metrics = self._metrics(results)
+        return results
+
+    def _train_task(self, i: int, global_step: int, results: RunResults, run_dir: Path) -> int:
+        self.learner.begin_task(i)
+        batches = self._training_batches(i)
+        window: list[float] = []
+        for step in range(self.settings.steps_per_task):
+            values = {k: float(v) for k, v in self.learner.train_step(next(batches)).items()}
+            bad = [k for k, v in values.items() if not math.isfinite(v)]
+            if bad:
+                raise NonFiniteLossError(
+                    f"{bad[0]} is {values[bad[0]]} at task {i} ({self.stream[i].name!r}), step "
+                    f"{step}. Results of the {results.completed_tasks} completed task(s) and the "
+                    f"checkpoint after the last of them are kept in {run_dir}. Lower the "
+                    "learning rate or check the inputs, then run again."
+                )
+            global_step += 1
+            self.tracker.log_train(i, step, global_step, values)
+            window.append(values.get("loss", math.nan))
+            if len(window) == self.settings.log_every or step == self.settings.steps_per_task - 1:
+                results.curves.setdefault("loss", []).append((global_step, float(np.mean(window))))
+                window = []
+        self.learner.end_task(i)
+        return global_step
+
+    def _training_batches(self, i: int) -> Iterator[Batch | EpisodeBatch]:
+        s = self.settings
+        if self.stream.episodic:
+            sampler = EpisodeSampler(self.stream[i].train, s.n_way, s.k_shot, s.q_query,
+                                     seed=derive_seed(self.seed, i, TRAIN_BATCHES),
+                                     name=f"the training classes of task {i}")
+            return iter(lambda: sampler.sample(s.meta_batch_size), None)
+        return self.stream.train_batches(self.scenario, [i], s.batch_size,
+                                         derive_generator(self.seed, i, TRAIN_BATCHES), seen=i + 1)
+
+    @torch.no_grad()
+    def evaluate(self, j: int, seen: int) -> tuple[float, float | None]:
+        """Accuracy on task j (and the 95% CI half-width for few-shot tasks)."""
+        if self.stream.episodic:
+            per_episode = [
+                (self.learner.predict_episodes(batch).argmax(-1) == batch.query_y).float().mean(1)
+                for batch in self._episodes(j).batches(self.settings.eval_meta_batch_size)
+            ]
+            return few_shot_accuracy(torch.cat(per_episode).cpu().numpy())
+        correct = total = 0
+        task_id = j if self.scenario is Scenario.TASK else None
+        for batch in self.stream.test_batches(self.scenario, j, self.settings.eval_batch_size, seen):
+            logits = self.learner.predict(batch.x, task_id)
+            predicted = logits.masked_fill(~batch.allowed, float("-inf")).argmax(1)
+            correct += int((predicted == batch.y).sum())
+            total += len(batch)
+        return correct / total, None
+
+    def _episodes(self, j: int) -> EvaluationEpisodes:
+        if j not in self._evaluation_episodes:
+            s = self.settings
+            self._evaluation_episodes[j] = EvaluationEpisodes(
+                self.stream[j].test, s.n_way, s.k_shot, s.q_query,
+                seed=derive_seed(s.eval_seed, j), n_episodes=s.eval_episodes,
+                name=f"the test classes of task {j}",
+            )
+        return self._evaluation_episodes[j]
+
+    def _metrics(self, results: RunResults) -> dict[str, float]:
+        metrics = summarize(results.accuracy, results.initial_accuracy, results.test_sizes)
+        if results.interval is not None:
+            metrics["acc_ci95"] = float(np.nanmean(results.interval[-1]))
+        return metrics

@@ -1,0 +1,24 @@
+"""Reporting a run: console progress and tables, the run folder and its plots, wandb.
+
+Nothing here imports the rest of metalearn but the plain :class:`metalearn.results.RunResults`.
+"""
+
+from metalearn.tracking.base import Tracker, Trackers
+from metalearn.tracking.console import ConsoleReporter, comparison_table, results_table
+from metalearn.tracking.plots import plot_accuracy_matrix, plot_learning_curves
+from metalearn.tracking.run_folder import RunFolder, load_results
+from metalearn.tracking.wandb_tracker import WandbTracker, resolve_mode
+
+__all__ = [
+    "ConsoleReporter",
+    "RunFolder",
+    "Tracker",
+    "Trackers",
+    "WandbTracker",
+    "comparison_table",
+    "load_results",
+    "plot_accuracy_matrix",
+    "plot_learning_curves",
+    "resolve_mode",
+    "results_table",
+]

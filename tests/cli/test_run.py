@@ -1,0 +1,114 @@
+import json
+import math
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+
+from metalearn.cli.config import load_config
+from metalearn.cli.main import main
+from metalearn.cli.runner import run
+from metalearn.learners import CLASSIFICATION, Learner, register
+from metalearn.protocol import NonFiniteLossError
+from metalearn.tracking import load_results
+
+REPO = Path(__file__).resolve().parents[2]
+
+
+def test_a_run_writes_its_folder(tiny_config, tmp_path):
+    results = run(load_config(tiny_config()), run_dir=tmp_path / "run")
+    names = {p.name for p in (tmp_path / "run").iterdir()}
+    assert {"config.yaml", "environment.json", "results.json", "checkpoint.pt",
+            "accuracy_matrix.png", "learning_curves.png"} <= names
+    saved = load_results(tmp_path / "run")
+    assert np.array_equal(saved.accuracy, results.accuracy)
+    assert results.completed_tasks == 5 and not np.isnan(results.accuracy).any()
+    assert set(results.metrics) >= {"acc", "bwt", "fwt", "forgetting"}
+    # Fine-tuning in class-IL forgets: only the last task is remembered well.
+    assert results.accuracy[-1, -1] > 0.9 and results.accuracy[-1, 0] < 0.5
+    environment = json.loads((tmp_path / "run" / "environment.json").read_text())
+    assert environment["torch"] == torch.__version__ and environment["seed"] == 0
+
+
+def test_same_seed_same_accuracy_matrix_bit_for_bit(tiny_config, tmp_path):
+    first = run(load_config(tiny_config()), run_dir=tmp_path / "a")
+    second = run(load_config(tiny_config()), run_dir=tmp_path / "b")
+    other = run(load_config(tiny_config(seed=1)), run_dir=tmp_path / "c")
+    assert np.array_equal(first.accuracy, second.accuracy)
+    assert np.array_equal(first.initial_accuracy, second.initial_accuracy)
+    assert not np.array_equal(first.accuracy, other.accuracy)
+
+
+def test_resume_after_a_kill_gives_the_uninterrupted_result(tiny_config, tmp_path):
+    config = tiny_config(protocol__steps_per_task=400)
+    reference = run(load_config(config), run_dir=tmp_path / "reference")
+    run_dir = tmp_path / "killed"
+    env = {**os.environ, "PYTHONUNBUFFERED": "1"}
+    process = subprocess.Popen([sys.executable, "-m", "metalearn", "run", str(config),
+                                "--run-dir", str(run_dir)], env=env,
+                               stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    deadline = time.time() + 120
+    while not (run_dir / "checkpoint.pt").exists() and time.time() < deadline:
+        time.sleep(0.05)
+    process.send_signal(signal.SIGKILL)
+    process.wait()
+    interrupted = load_results(run_dir)
+    assert 1 <= interrupted.completed_tasks < 5, "the run was not killed partway"
+    assert main(["run", "--resume", str(run_dir)]) == 0
+    resumed = load_results(run_dir)
+    assert resumed.completed_tasks == 5
+    assert np.array_equal(resumed.accuracy, reference.accuracy)
+
+
+@register
+class ExplodesOnTaskOne(Learner):
+    """Test learner: a loss that becomes NaN at task 1, step 3."""
+
+    name = "test_explodes"
+    task_kinds = frozenset({CLASSIFICATION})
+
+    def __init__(self, model, options, context):
+        super().__init__(model, options, context)
+        self.task, self.step = 0, 0
+
+    def begin_task(self, task_index):
+        self.task, self.step = task_index, 0
+
+    def train_step(self, batch):
+        self.step += 1
+        return {"loss": torch.tensor(math.nan if (self.task, self.step) == (1, 4) else 1.0)}
+
+    def predict(self, x, task_index):
+        return torch.zeros(len(x), 10)
+
+
+def test_nan_loss_stops_the_run_and_keeps_what_was_done(tiny_config, tmp_path, capsys):
+    config = tiny_config(learner={"name": "test_explodes"})
+    with pytest.raises(NonFiniteLossError, match="loss is nan at task 1 \\('2/3'\\), step 3"):
+        run(load_config(config), run_dir=tmp_path / "run")
+    kept = load_results(tmp_path / "run")
+    assert kept.completed_tasks == 1 and not np.isnan(kept.accuracy[0]).any()
+    assert np.isnan(kept.accuracy[1]).all()
+    assert (tmp_path / "run" / "checkpoint.pt").exists()
+    # Through the command line it is one clear line, not a traceback.
+    assert main(["run", str(config), "--run-dir", str(tmp_path / "cli")]) == 1
+    error = capsys.readouterr().err
+    assert error.startswith("error: loss is nan at task 1") and "Traceback" not in error
+
+
+def test_command_line_reports_config_errors_without_a_traceback(tiny_config, capsys):
+    assert main(["run", str(tiny_config()), "learner.options.lrr=1"]) == 1
+    assert "did you mean 'lr'" in capsys.readouterr().err
+
+
+def test_list_shows_learners_benchmarks_and_scenarios(capsys):
+    assert main(["list"]) == 0
+    listing = capsys.readouterr().out
+    for name in ("finetune", "joint", "pretrain_finetune", "split_mnist", "omniglot", "class"):
+        assert name in listing
