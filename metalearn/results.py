@@ -67,4 +67,5 @@ class RunResults:
         for key in ("accuracy", "initial_accuracy", "interval"):
             values[key] = array(values.get(key))
         values["curves"] = {k: [tuple(p) for p in v] for k, v in values.get("curves", {}).items()}
+        values["metrics"] = {k: math.nan if v is None else v for k, v in values.get("metrics", {}).items()}
         return cls(**values)

@@ -1,4 +1,8 @@
-"""The hook points a run reports through: start, each training step, each task, the end."""
+"""The hook points a run reports through: start, each training step, each task, the end.
+
+The protocol calls one :class:`Tracker`; :class:`Trackers` fans its calls out to several, so the
+console, the run folder and wandb stay independent of each other and of the loop.
+"""
 
 from __future__ import annotations
 
@@ -13,10 +17,11 @@ class Tracker:
 
     def start(self, run_dir: Path, config: dict[str, Any], environment: dict[str, Any],
               total_steps: int) -> None:
-        """Before training; ``total_steps`` counts the training steps still to come."""
+        """Before training; ``total_steps`` counts every training step of the run."""
 
-    def log_train(self, task_index: int, step: int, global_step: int, values: dict[str, float]) -> None:
-        """After one training step."""
+    def log_train(self, task_index: int, step: int, global_step: int,
+                  values: dict[str, float]) -> None:
+        """After one training step (``step`` within the task, ``global_step`` within the run)."""
 
     def log_task(self, task_index: int, results: RunResults) -> None:
         """After task ``task_index`` was trained and every task evaluated (-1: the initial b)."""
@@ -25,31 +30,40 @@ class Tracker:
         """At the end of a run, also one that stopped early (then ``results`` is partial)."""
 
     def close(self) -> None:
-        """Always called last, even after an error."""
+        """Always called last, even after an error: release what ``start`` acquired."""
 
 
 class Trackers(Tracker):
-    """Several trackers, called in order."""
+    """Several trackers, called in the order given."""
 
     def __init__(self, trackers: Sequence[Tracker]) -> None:
         self.trackers = list(trackers)
 
-    def start(self, run_dir, config, environment, total_steps):  # type: ignore[no-untyped-def]
+    def start(self, run_dir: Path, config: dict[str, Any], environment: dict[str, Any],
+              total_steps: int) -> None:
         for tracker in self.trackers:
             tracker.start(run_dir, config, environment, total_steps)
 
-    def log_train(self, task_index, step, global_step, values):  # type: ignore[no-untyped-def]
+    def log_train(self, task_index: int, step: int, global_step: int,
+                  values: dict[str, float]) -> None:
         for tracker in self.trackers:
             tracker.log_train(task_index, step, global_step, values)
 
-    def log_task(self, task_index, results):  # type: ignore[no-untyped-def]
+    def log_task(self, task_index: int, results: RunResults) -> None:
         for tracker in self.trackers:
             tracker.log_task(task_index, results)
 
-    def finish(self, results):  # type: ignore[no-untyped-def]
+    def finish(self, results: RunResults) -> None:
         for tracker in self.trackers:
             tracker.finish(results)
 
     def close(self) -> None:
+        """Close every tracker even if one fails; then raise the first failure."""
+        errors: list[BaseException] = []
         for tracker in self.trackers:
-            tracker.close()
+            try:
+                tracker.close()
+            except Exception as error:  # re-raised below, after the others were closed
+                errors.append(error)
+        if errors:
+            raise errors[0]

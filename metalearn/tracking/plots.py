@@ -1,62 +1,83 @@
 """Figures of a run: the accuracy matrix as a heatmap, and the learning curves.
 
-Figures are drawn on ``matplotlib.figure.Figure`` with the Agg canvas, so importing this module
-changes no global matplotlib state.
+Figures are drawn on ``matplotlib.figure.Figure`` with an Agg canvas, never through pyplot, so
+no global backend is chosen and no figure outlives its function. matplotlib is imported on
+first use: it is slow to import and a run only needs it at the end.
 """
 
 from __future__ import annotations
 
 from pathlib import Path
+from typing import TYPE_CHECKING, Sequence
 
 import numpy as np
-from matplotlib.backends.backend_agg import FigureCanvasAgg
-from matplotlib.figure import Figure
 
 from metalearn.results import RunResults
 
+if TYPE_CHECKING:
+    from matplotlib.figure import Figure
+
+
+def _figure(width: float, height: float) -> Figure:
+    from matplotlib.backends.backend_agg import FigureCanvasAgg
+    from matplotlib.figure import Figure
+
+    figure = Figure(figsize=(width, height), layout="constrained")
+    FigureCanvasAgg(figure)
+    return figure
+
 
 def _title(results: RunResults) -> str:
-    scenario = f", {results.scenario}-IL" if results.scenario else ""
+    scenario = f", {results.scenario}-incremental" if results.scenario else ""
     return f"{results.learner} on {results.benchmark}{scenario}, seed {results.seed}"
 
 
 def plot_accuracy_matrix(results: RunResults, path: Path) -> Path:
-    """Heatmap of R: row i is "after training on task i", column j is task j, values in %."""
-    accuracy = 100 * results.accuracy
+    """Heatmap of R in %: row i is "after training on task i", column j is task j.
+
+    Unmeasured (NaN) cells stay blank, so a partial run shows how far it got.
+    """
+    accuracy = 100 * np.asarray(results.accuracy, dtype=float)
     n = len(results.task_names)
-    figure = Figure(figsize=(1.2 + 0.9 * n, 1.0 + 0.8 * n))
-    FigureCanvasAgg(figure)
+    size = min(2.5 + 0.75 * n, 18.0)
+    figure = _figure(size + 1.5, size)
     axes = figure.add_subplot()
     image = axes.imshow(np.ma.masked_invalid(accuracy), vmin=0, vmax=100, cmap="viridis")
-    figure.colorbar(image, ax=axes, label="accuracy (%)")
+    figure.colorbar(image, ax=axes, label="accuracy (%)", shrink=0.8)
     axes.set_xticks(range(n), results.task_names, rotation=45, ha="right")
     axes.set_yticks(range(n), results.task_names)
-    axes.set_xlabel("evaluated on task")
-    axes.set_ylabel("after training on task")
-    for i in range(n):
-        for j in range(n):
-            if not np.isnan(accuracy[i, j]):
-                axes.text(j, i, f"{accuracy[i, j]:.1f}", ha="center", va="center",
-                          color="white" if accuracy[i, j] < 60 else "black", fontsize=8)
+    axes.set_xlabel("evaluated on task j")
+    axes.set_ylabel("after training on task i")
+    fontsize = 8 if n <= 10 else max(4.0, 8 - (n - 10) / 3)
+    for i, j in zip(*np.nonzero(np.isfinite(accuracy))):
+        value = accuracy[i, j]
+        axes.text(j, i, f"{value:.1f}", ha="center", va="center", fontsize=fontsize,
+                  color="white" if value < 60 else "black")
     axes.set_title(_title(results), fontsize=9)
-    figure.tight_layout()
     figure.savefig(path, dpi=110)
-    return path
+    return Path(path)
 
 
-def plot_learning_curves(results: RunResults, path: Path) -> Path:
-    """One panel per logged quantity against the global step."""
-    names = sorted(results.curves) or ["loss"]
-    figure = Figure(figsize=(6, 2.6 * len(names)))
-    FigureCanvasAgg(figure)
+def plot_learning_curves(results: RunResults, path: Path,
+                         task_boundaries: Sequence[int] = ()) -> Path:
+    """One panel per curve against the global step; dotted lines where a new task began."""
+    names = list(results.curves)
+    figure = _figure(7, 1.2 + 2.3 * max(len(names), 1))
+    if not names:
+        axes = figure.add_subplot()
+        axes.text(0.5, 0.5, "no training curves recorded", ha="center", va="center")
+        axes.set_axis_off()
     for k, name in enumerate(names):
         axes = figure.add_subplot(len(names), 1, k + 1)
-        points = np.array(results.curves.get(name, []), dtype=float).reshape(-1, 2)
+        points = np.array(results.curves[name], dtype=float).reshape(-1, 2)
         axes.plot(points[:, 0], points[:, 1], linewidth=1)
-        axes.set_xlabel("global step")
+        last = points[:, 0].max(initial=0)
+        for boundary in task_boundaries:
+            if boundary < last:
+                axes.axvline(boundary, color="grey", linestyle=":", linewidth=1)
         axes.set_ylabel(name)
         axes.grid(alpha=0.3)
+    figure.axes[-1].set_xlabel("global step")
     figure.axes[0].set_title(_title(results), fontsize=9)
-    figure.tight_layout()
     figure.savefig(path, dpi=110)
-    return path
+    return Path(path)

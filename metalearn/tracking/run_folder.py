@@ -1,15 +1,19 @@
-"""The run folder: config.yaml, environment.json, results.json and the figures."""
+"""The run folder: config.yaml, environment.json, results.json and two figures.
+
+results.json is rewritten after every task through a temporary file, so a run killed at any
+moment leaves the results of its completed tasks, never a half-written file.
+"""
 
 from __future__ import annotations
 
 import json
-import os
-import tempfile
 from pathlib import Path
 from typing import Any
 
+import numpy as np
 import yaml
 
+from metalearn.files import atomic_write_text
 from metalearn.results import RunResults
 from metalearn.tracking.base import Tracker
 from metalearn.tracking.plots import plot_accuracy_matrix, plot_learning_curves
@@ -18,35 +22,53 @@ RESULTS_FILE = "results.json"
 
 
 class RunFolder(Tracker):
-    """Writes everything a reader needs to inspect a run, results after every task."""
+    """Writes everything a reader needs to inspect a run without rerunning it."""
 
-    run_dir: Path
+    def __init__(self) -> None:
+        self.run_dir: Path | None = None
+        self._global_step = 0
+        self._task_ends: list[int] = []  # global steps where a task's training ended
 
     def start(self, run_dir: Path, config: dict[str, Any], environment: dict[str, Any],
               total_steps: int) -> None:
-        self.run_dir = run_dir
-        run_dir.mkdir(parents=True, exist_ok=True)
-        _write_text(run_dir / "config.yaml", yaml.safe_dump(config, sort_keys=False))
-        _write_text(run_dir / "environment.json", json.dumps(environment, indent=2) + "\n")
+        self.run_dir = Path(run_dir)
+        self.run_dir.mkdir(parents=True, exist_ok=True)
+        atomic_write_text(self.run_dir / "config.yaml", yaml.safe_dump(config, sort_keys=False))
+        atomic_write_text(self.run_dir / "environment.json", _json(environment))
+
+    def log_train(self, task_index: int, step: int, global_step: int,
+                  values: dict[str, float]) -> None:
+        self._global_step = global_step
 
     def log_task(self, task_index: int, results: RunResults) -> None:
-        _write_text(self.run_dir / RESULTS_FILE, json.dumps(results.to_dict(), indent=2) + "\n")
+        if task_index >= 0 and self._global_step:
+            self._task_ends.append(self._global_step)
+        self._write_results(results)
 
     def finish(self, results: RunResults) -> None:
-        if not hasattr(self, "run_dir"):  # the run failed before it started
+        if self.run_dir is None:  # the run failed before it started
             return
-        self.log_task(results.completed_tasks - 1, results)
+        self._write_results(results)
         plot_accuracy_matrix(results, self.run_dir / "accuracy_matrix.png")
-        plot_learning_curves(results, self.run_dir / "learning_curves.png")
+        plot_learning_curves(results, self.run_dir / "learning_curves.png", self._task_ends)
+
+    def _write_results(self, results: RunResults) -> None:
+        if self.run_dir is None:
+            raise RuntimeError("RunFolder.start must be called before results are logged")
+        atomic_write_text(self.run_dir / RESULTS_FILE, _json(results.to_dict()))
 
 
-def load_results(run_dir: Path) -> RunResults:
-    """The results a run folder holds (complete or partial)."""
-    return RunResults.from_dict(json.loads((Path(run_dir) / RESULTS_FILE).read_text()))
+def load_results(run_dir: str | Path) -> RunResults:
+    """The results a run folder holds, complete or partial (NaN where nothing was measured)."""
+    path = Path(run_dir) / RESULTS_FILE
+    if not path.is_file():
+        raise FileNotFoundError(f"{path} does not exist: is {run_dir} a run folder of a run "
+                                "that evaluated at least once?")
+    return RunResults.from_dict(json.loads(path.read_text()))
 
 
-def _write_text(path: Path, text: str) -> None:
-    """Write through a temporary file so a killed run never leaves a half-written file."""
-    with tempfile.NamedTemporaryFile("w", dir=path.parent, suffix=".tmp", delete=False) as handle:
-        handle.write(text)
-    os.replace(handle.name, path)
+def _json(value: Any) -> str:
+    def plain(item: Any) -> Any:  # numpy scalars and paths that slipped into a dict
+        return item.item() if isinstance(item, np.generic) else str(item)
+
+    return json.dumps(value, indent=2, default=plain) + "\n"

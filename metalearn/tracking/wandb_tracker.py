@@ -1,121 +1,199 @@
-"""Weights & Biases: one run per learner, grouped by benchmark, so a project compares them.
+"""Weights & Biases: one run per (learner, scenario, seed), grouped by benchmark.
 
-Offline by default when no credentials are found (sync later with ``wandb sync``). Any wandb
-failure becomes one warning and the tracker turns itself off: wandb never fails a run.
+Mode "auto" logs online when credentials are found and offline otherwise (upload later with
+``wandb sync <run folder>/wandb/offline-run-*``); wandb never asks for a key. Any wandb failure
+becomes one warning and switches the tracker off: wandb never fails a run. wandb is imported
+only when a run starts, because importing it is slow.
 """
 
 from __future__ import annotations
 
-import functools
+import math
 import netrc
 import os
 import warnings
 from pathlib import Path
-from typing import Any, Callable, Sequence
+from typing import Any, Sequence
+from urllib.parse import urlsplit
+
+import numpy as np
 
 from metalearn.results import RunResults
 from metalearn.tracking.base import Tracker
 from metalearn.tracking.plots import plot_accuracy_matrix
 
 MODES = ("auto", "online", "offline", "disabled")
+_ENV_MODES = {"online": "online", "run": "online", "offline": "offline", "dryrun": "offline",
+              "disabled": "disabled"}
 
 
 def has_credentials() -> bool:
-    """True if wandb could log in without asking: an API key in the environment or ~/.netrc."""
-    if os.environ.get("WANDB_API_KEY"):
+    """Whether wandb could log in without asking: a key in the environment or a netrc entry.
+
+    wandb has no public, side-effect-free check (``wandb.login`` changes the session and may
+    prompt), so this looks where wandb does: WANDB_API_KEY, WANDB_IDENTITY_TOKEN_FILE, and the
+    netrc file (NETRC, else ~/.netrc or ~/_netrc) for the host of WANDB_BASE_URL.
+    """
+    if os.environ.get("WANDB_API_KEY") or os.environ.get("WANDB_IDENTITY_TOKEN_FILE"):
         return True
-    try:
-        return netrc.netrc().authenticators("api.wandb.ai") is not None
-    except (OSError, netrc.NetrcParseError):
-        return False
+    host = urlsplit(os.environ.get("WANDB_BASE_URL") or "https://api.wandb.ai").netloc
+    home = Path.home()
+    candidates = [Path(os.environ["NETRC"]).expanduser()] if os.environ.get("NETRC") else [
+        home / ".netrc", home / "_netrc"]
+    for path in candidates:
+        try:
+            if netrc.netrc(str(path)).authenticators(host):
+                return True
+        except (OSError, netrc.NetrcParseError):
+            continue
+    return False
 
 
 def resolve_mode(mode: str) -> str:
+    """"auto" becomes WANDB_MODE if set, else "online" with credentials, else "offline"."""
     if mode not in MODES:
         raise ValueError(f"unknown wandb mode {mode!r}; choose one of {list(MODES)}")
-    if mode == "auto":
-        return "online" if has_credentials() else "offline"
-    return mode
+    if mode != "auto":
+        return mode
+    from_env = _ENV_MODES.get(os.environ.get("WANDB_MODE", "").lower())
+    return from_env or ("online" if has_credentials() else "offline")
 
 
-def _guarded(method: Callable) -> Callable:
-    """Run ``method`` only while wandb works; on any error warn once and switch off."""
+def _run_name(learner: str, scenario: str | None, seed: Any) -> str:
+    return f"{learner}-{scenario}-seed{seed}" if scenario else f"{learner}-seed{seed}"
 
-    @functools.wraps(method)
-    def wrapper(self: WandbTracker, *args: Any) -> None:
-        if self.run is None:
-            return
-        try:
-            method(self, *args)
-        except Exception as error:  # noqa: BLE001 - wandb must never fail a run
-            warnings.warn(f"wandb failed in {method.__name__} ({error!r}); the run continues "
-                          "without wandb", stacklevel=2)
-            self.run = None
 
-    return wrapper
+def _plain(value: float) -> float | None:
+    return None if math.isnan(value) else float(value)
 
 
 class WandbTracker(Tracker):
-    """Logs config, training values (x axis: global_step), per-task evaluation (x axis: task),
-    R as a table and a heatmap, and the summary metrics."""
+    """Logs the config, training values (x axis: global_step), evaluation after every task
+    (x axis: task, -1 before training), and at the end R as a table, its heatmap and the metrics.
 
-    def __init__(self, mode: str = "auto", project: str = "metalearn", tags: Sequence[str] = ()) -> None:
-        self.mode, self.project, self.tags = resolve_mode(mode), project, list(tags)
-        self.run: Any = None
+    ``train_every`` averages training values over that many steps per logged point: one
+    ``run.log`` costs about half a millisecond, which small models would feel every step.
+    """
+
+    def __init__(self, mode: str = "auto", project: str = "metalearn", tags: Sequence[str] = (),
+                 train_every: int = 10) -> None:
+        if mode not in MODES:
+            raise ValueError(f"unknown wandb mode {mode!r}; choose one of {list(MODES)}")
+        if train_every < 1:
+            raise ValueError(f"train_every must be at least 1, got {train_every}")
+        self.mode, self.project, self.tags, self.train_every = mode, project, list(tags), train_every
+        self.run: Any = None  # the wandb run while logging works, else None
+        self.run_dir: Path | None = None
+        self._window: dict[str, list[float]] = {}
+        self._global_step = 0
 
     def start(self, run_dir: Path, config: dict[str, Any], environment: dict[str, Any],
               total_steps: int) -> None:
-        if self.mode == "disabled":
+        mode = resolve_mode(self.mode)
+        if mode == "disabled":
             return
-        self.run_dir = run_dir
+        self.run_dir = Path(run_dir)
         try:
             import wandb
 
-            benchmark, learner = config["benchmark"]["name"], config["learner"]["name"]
-            scenario = f"-{config['scenario']}" if config.get("scenario") else ""
+            if mode == "online" and not has_credentials():
+                warnings.warn("wandb mode is 'online' but no API key was found (WANDB_API_KEY or "
+                              "a netrc entry); logging offline instead", stacklevel=2)
+                mode = "offline"
+            benchmark = (config.get("benchmark") or {}).get("name", "unknown")
+            learner = (config.get("learner") or {}).get("name", "unknown")
             self.run = wandb.init(
                 project=self.project, group=benchmark, job_type=learner, tags=self.tags,
-                name=f"{learner}{scenario}-seed{config.get('seed', 0)}",
-                config={**config, "environment": environment}, dir=str(run_dir), mode=self.mode,
-                settings=wandb.Settings(silent=True, console="off"),
+                name=_run_name(learner, config.get("scenario"), config.get("seed", 0)),
+                config={**config, "environment": environment}, dir=str(self.run_dir), mode=mode,
+                # silent: no banner, no prompt; console off: rich owns the terminal;
+                # create_new: never hand back a run some earlier caller left open
+                settings=wandb.Settings(silent=True, console="off", reinit="create_new"),
             )
             self.run.define_metric("global_step")
             self.run.define_metric("train/*", step_metric="global_step")
             self.run.define_metric("task")
             self.run.define_metric("eval/*", step_metric="task")
-        except Exception as error:  # noqa: BLE001 - wandb must never fail a run
-            warnings.warn(f"wandb could not start ({error!r}); the run continues without wandb",
-                          stacklevel=2)
+        except Exception as error:  # wandb must never fail a run
+            self._give_up("start", error)
+
+    def log_train(self, task_index: int, step: int, global_step: int,
+                  values: dict[str, float]) -> None:
+        if self.run is None:
+            return
+        self._global_step = global_step
+        for name, value in values.items():
+            self._window.setdefault(name, []).append(value)
+        if global_step % self.train_every == 0:
+            self._flush_train()
+
+    def log_task(self, task_index: int, results: RunResults) -> None:
+        if self.run is None:
+            return
+        self._flush_train()
+        row = results.initial_accuracy if task_index < 0 else results.accuracy[task_index]
+        values: dict[str, Any] = {f"eval/acc_task_{j}": _plain(v) for j, v in enumerate(row)}
+        if task_index >= 0:
+            values["eval/avg_acc_seen"] = _plain(np.nanmean(row[: task_index + 1]))
+            if results.interval is not None:
+                values.update({f"eval/ci95_task_{j}": _plain(v)
+                               for j, v in enumerate(results.interval[task_index])})
+        values = {k: v for k, v in values.items() if v is not None}
+        name = _run_name(results.learner, results.scenario, results.seed)
+        self._call("log", lambda: self._log_task(values, task_index, name))
+
+    def finish(self, results: RunResults) -> None:
+        if self.run is None:
+            return
+        self._flush_train()
+        self._call("finish", lambda: self._finish(results))
+
+    def close(self) -> None:
+        """Reached with a live run only if ``finish`` never ran: the run failed."""
+        if self.run is not None:
+            self._call("close", lambda: self.run.finish(exit_code=1))
             self.run = None
 
-    @_guarded
-    def log_train(self, task_index: int, step: int, global_step: int, values: dict[str, float]) -> None:
-        self.run.log({**{f"train/{k}": v for k, v in values.items()}, "global_step": global_step})
+    def _log_task(self, values: dict[str, Any], task_index: int, name: str) -> None:
+        if self.run.name != name:  # e.g. the scenario was chosen by the benchmark, not the config
+            self.run.name = name
+        self.run.log({**values, "task": task_index})
 
-    @_guarded
-    def log_task(self, task_index: int, results: RunResults) -> None:
-        row = results.initial_accuracy if task_index < 0 else results.accuracy[task_index]
-        logged = {f"eval/acc_task_{j}": float(v) for j, v in enumerate(row)}
-        if task_index >= 0:
-            logged["eval/avg_acc_seen"] = float(row[: task_index + 1].mean())
-        self.run.log({**logged, "task": task_index})
-
-    @_guarded
-    def finish(self, results: RunResults) -> None:
+    def _finish(self, results: RunResults) -> None:
         import wandb
 
         table = wandb.Table(columns=["after_task", *results.task_names])
+        table.add_data("before training", *map(_plain, results.initial_accuracy))
         for i in range(results.completed_tasks):
-            table.add_data(results.task_names[i], *map(float, results.accuracy[i]))
+            table.add_data(results.task_names[i], *map(_plain, results.accuracy[i]))
         heatmap = self.run_dir / "accuracy_matrix.png"
         if not heatmap.exists():
             plot_accuracy_matrix(results, heatmap)
         self.run.log({"accuracy_matrix": table, "accuracy_heatmap": wandb.Image(str(heatmap))})
         self.run.summary.update({**results.metrics, "completed_tasks": results.completed_tasks})
-        self.run.finish()
+        self.run.finish(exit_code=0 if results.completed_tasks == len(results.task_names) else 1)
         self.run = None
 
-    @_guarded
-    def close(self) -> None:
-        self.run.finish(exit_code=1)  # reached only if finish() never ran: the run failed
-        self.run = None
+    def _flush_train(self) -> None:
+        if self.run is None or not self._window:
+            return
+        values = {f"train/{k}": float(np.mean(v)) for k, v in self._window.items()}
+        self._window = {}
+        self._call("log", lambda: self.run.log({**values, "global_step": self._global_step}))
+
+    def _call(self, what: str, action: Any) -> None:
+        try:
+            action()
+        except Exception as error:  # wandb must never fail a run
+            self._give_up(what, error)
+
+    def _give_up(self, what: str, error: Exception) -> None:
+        """Warn once, then stop using wandb; the run itself goes on."""
+        warnings.warn(f"wandb failed in {what} ({type(error).__name__}: {error}); the run "
+                      "continues without wandb", stacklevel=3)
+        run, self.run = self.run, None
+        if run is not None:
+            try:  # let wandb close its files; a second failure adds nothing to the warning
+                run.finish(exit_code=1)
+            except Exception:
+                pass

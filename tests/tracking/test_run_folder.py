@@ -1,0 +1,77 @@
+"""The run folder holds config, environment, results after every task, and the figures."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import numpy as np
+import pytest
+import yaml
+
+from sample_run import CONFIG, ENVIRONMENT
+from metalearn.results import RunResults
+from metalearn.tracking import RunFolder, load_results
+
+PNG = b"\x89PNG\r\n\x1a\n"
+
+
+def assert_same(loaded: RunResults, expected: RunResults) -> None:
+    for name in ("accuracy", "initial_accuracy"):
+        np.testing.assert_array_equal(getattr(loaded, name), getattr(expected, name))
+    for name in ("benchmark", "learner", "scenario", "seed", "task_names", "test_sizes",
+                 "interval", "metrics", "curves", "timings", "completed_tasks"):
+        assert getattr(loaded, name) == getattr(expected, name), name
+
+
+def test_a_whole_run_leaves_every_file(tmp_path: Path, drive) -> None:
+    results = drive(RunFolder(), tmp_path)
+    assert yaml.safe_load((tmp_path / "config.yaml").read_text()) == CONFIG
+    assert list(yaml.safe_load((tmp_path / "config.yaml").read_text())) == list(CONFIG)  # order
+    assert json.loads((tmp_path / "environment.json").read_text()) == ENVIRONMENT
+    assert_same(load_results(tmp_path), results)
+    for figure in ("accuracy_matrix.png", "learning_curves.png"):
+        content = (tmp_path / figure).read_bytes()
+        assert content.startswith(PNG) and len(content) > 5000
+    assert sorted(p.name for p in tmp_path.iterdir()) == [
+        "accuracy_matrix.png", "config.yaml", "environment.json", "learning_curves.png",
+        "results.json"]  # no temporary files left behind
+
+
+def test_results_exist_after_each_task_before_the_run_finishes(tmp_path: Path, partial) -> None:
+    folder = RunFolder()
+    folder.start(tmp_path, CONFIG, ENVIRONMENT, total_steps=60)
+    folder.log_task(1, partial)
+    loaded = load_results(tmp_path)
+    assert_same(loaded, partial)
+    assert np.isnan(loaded.accuracy[2]).all()  # NaN survives JSON (stored as null)
+    assert loaded.curves["loss"][1] == (20, 0.7)
+    assert not (tmp_path / "accuracy_matrix.png").exists()
+
+
+def test_a_run_stopped_early_still_gets_results_and_figures(tmp_path: Path, partial) -> None:
+    folder = RunFolder()
+    folder.start(tmp_path, CONFIG, ENVIRONMENT, total_steps=60)
+    folder.finish(partial)
+    assert load_results(tmp_path).completed_tasks == 2
+    assert (tmp_path / "accuracy_matrix.png").read_bytes().startswith(PNG)
+
+
+def test_finish_without_start_writes_nothing(tmp_path: Path, partial) -> None:
+    RunFolder().finish(partial)  # the runner calls finish even when start failed
+    assert list(tmp_path.iterdir()) == []
+
+
+def test_episodic_intervals_round_trip(tmp_path: Path) -> None:
+    results = RunResults.empty("omniglot", "maml", None, 0, ["omniglot"], [600], episodic=True)
+    results.accuracy[0, 0], results.interval[0, 0] = 0.95, 0.004
+    folder = RunFolder()
+    folder.start(tmp_path / "nested" / "run", {}, {}, total_steps=1)
+    folder.log_task(0, results)
+    loaded = load_results(tmp_path / "nested" / "run")
+    assert loaded.interval.tolist() == [[0.004]] and loaded.scenario is None
+
+
+def test_loading_a_folder_without_results_says_so(tmp_path: Path) -> None:
+    with pytest.raises(FileNotFoundError, match="results.json does not exist"):
+        load_results(tmp_path)

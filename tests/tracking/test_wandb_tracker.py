@@ -1,0 +1,164 @@
+"""wandb runs for real in offline mode and what it wrote is read back; failures only warn."""
+
+from __future__ import annotations
+
+import json
+import warnings
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from sample_run import CONFIG, ENVIRONMENT
+from metalearn.tracking import RunFolder, Trackers, WandbTracker, resolve_mode
+from wandb_log import logged
+
+
+@pytest.fixture(autouse=True)
+def no_credentials(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
+    """A home without wandb keys or settings, and a silent wandb."""
+    home = tmp_path / "home"
+    home.mkdir()
+    monkeypatch.setenv("HOME", str(home))
+    monkeypatch.setenv("WANDB_SILENT", "true")
+    for name in ("WANDB_API_KEY", "WANDB_IDENTITY_TOKEN_FILE", "WANDB_MODE", "WANDB_BASE_URL",
+                 "NETRC"):
+        monkeypatch.delenv(name, raising=False)
+    return home
+
+
+def test_offline_run_holds_config_training_evaluation_and_summary(tmp_path: Path, drive) -> None:
+    run_dir = tmp_path / "run"
+    wandb = WandbTracker(mode="offline", project="tests", tags=["ci"], train_every=5)
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")  # a warning here means wandb was switched off
+        results = drive(Trackers([RunFolder(), wandb]), run_dir)
+    found = logged(run_dir)
+    run = found["run"]
+    assert (run.project, run.run_group, run.job_type) == ("tests", "split_mnist", "finetune")
+    assert run.display_name == "finetune-class-seed3" and list(run.tags) == ["ci"]
+    assert found["config"]["learner"] == {"name": "finetune"}
+    assert found["config"]["environment"] == ENVIRONMENT
+    assert found["metrics"]["train/*"] == "global_step" and found["metrics"]["eval/*"] == "task"
+
+    train = [row for row in found["history"] if "train/loss" in row]
+    assert [row["global_step"] for row in train] == list(range(5, 61, 5))
+    assert train[0]["train/loss"] == pytest.approx(np.mean([1 / s for s in range(1, 6)]))
+    assert train[0]["train/lr"] == pytest.approx(0.1)
+
+    evaluation = [row for row in found["history"] if "eval/acc_task_0" in row]
+    assert [row["task"] for row in evaluation] == [-1, 0, 1, 2]
+    assert evaluation[0]["eval/acc_task_0"] == 0.5  # b[0]
+    assert "eval/avg_acc_seen" not in evaluation[0]
+    assert evaluation[3]["eval/acc_task_2"] == 0.97
+    assert evaluation[3]["eval/avg_acc_seen"] == pytest.approx((0.5 + 0.7 + 0.97) / 3)
+
+    assert found["summary"]["acc"] == 0.7233 and found["summary"]["bwt"] == -0.385
+    assert found["summary"]["completed_tasks"] == 3
+    final = found["history"][-1]
+    assert final["accuracy_matrix/_type"] == "table-file"
+    assert final["accuracy_heatmap/_type"] == "image-file"
+    (table_file,) = (found["folder"] / "files" / "media" / "table").glob("accuracy_matrix*.json")
+    table = json.loads(table_file.read_text())
+    assert table["columns"] == ["after_task", *results.task_names]
+    assert table["data"][0] == ["before training", 0.5, 0.4, 0.3]
+    assert table["data"][3] == ["4/5", 0.5, 0.7, 0.97]
+    assert found["exit_code"] == 0 and wandb.run is None
+
+
+def test_a_partial_run_is_renamed_from_its_results_and_exits_failed(tmp_path: Path, partial) -> None:
+    tracker = WandbTracker(mode="offline")
+    config = {**CONFIG, "scenario": None}  # the benchmark chose the scenario, not the config
+    tracker.start(tmp_path, config, {}, total_steps=60)
+    tracker.log_task(-1, partial)
+    tracker.finish(partial)
+    tracker.close()
+    found = logged(tmp_path)
+    assert found["run"].display_name == "finetune-class-seed3"
+    assert found["exit_code"] == 1  # shown as failed: it stopped after 2 of 3 tasks
+    assert (tmp_path / "accuracy_matrix.png").exists()  # made for wandb without a RunFolder
+
+
+def test_init_failure_is_one_warning_and_then_nothing(tmp_path: Path, monkeypatch, drive) -> None:
+    import wandb
+
+    def broken(*args, **kwargs):
+        raise RuntimeError("no wandb today")
+
+    monkeypatch.setattr(wandb, "init", broken)
+    tracker = WandbTracker(mode="offline")
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        drive(tracker, tmp_path)
+    assert len(caught) == 1
+    assert "wandb failed in start (RuntimeError: no wandb today)" in str(caught[0].message)
+    assert "the run continues without wandb" in str(caught[0].message)
+    assert tracker.run is None and not (tmp_path / "wandb").exists()
+
+
+def test_log_failure_mid_run_warns_once_and_closes_the_run(tmp_path: Path, monkeypatch,
+                                                          partial) -> None:
+    tracker = WandbTracker(mode="offline", train_every=1)
+    tracker.start(tmp_path, CONFIG, {}, total_steps=60)
+    tracker.log_train(0, 0, 1, {"loss": 1.0})
+
+    def lost(*args, **kwargs):
+        raise ConnectionError("connection lost")
+
+    monkeypatch.setattr(tracker.run, "log", lost)
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        tracker.log_train(0, 1, 2, {"loss": 0.5})
+        tracker.log_train(0, 2, 3, {"loss": 0.4})
+        tracker.log_task(0, partial)
+        tracker.finish(partial)
+        tracker.close()
+    assert [str(w.message) for w in caught] == [
+        "wandb failed in log (ConnectionError: connection lost); the run continues without wandb"]
+    found = logged(tmp_path)
+    assert [row["train/loss"] for row in found["history"] if "train/loss" in row] == [1.0]
+    assert found["exit_code"] == 1  # the tracker finished its run when it gave up
+
+
+def test_disabled_mode_never_starts_wandb(tmp_path: Path, drive) -> None:
+    tracker = WandbTracker(mode="disabled")
+    drive(tracker, tmp_path)
+    assert tracker.run is None and not (tmp_path / "wandb").exists()
+
+
+def test_online_without_credentials_logs_offline_instead_of_prompting(tmp_path: Path,
+                                                                       partial) -> None:
+    tracker = WandbTracker(mode="online")
+    with pytest.warns(UserWarning, match="no API key was found.*logging offline instead"):
+        tracker.start(tmp_path, CONFIG, {}, total_steps=1)
+    tracker.finish(partial)
+    assert logged(tmp_path)["run"].display_name == "finetune-class-seed3"
+
+
+def test_auto_mode_is_offline_without_credentials() -> None:
+    assert resolve_mode("auto") == "offline"
+    assert resolve_mode("online") == "online" and resolve_mode("disabled") == "disabled"
+
+
+def test_auto_mode_is_online_with_a_netrc_entry_or_a_key(no_credentials: Path, monkeypatch) -> None:
+    netrc = no_credentials / ".netrc"
+    netrc.write_text("machine api.wandb.ai\n  login user\n  password " + "k" * 40 + "\n")
+    netrc.chmod(0o600)
+    assert resolve_mode("auto") == "online"
+    netrc.write_text("machine example.org\n  login user\n  password secret\n")
+    assert resolve_mode("auto") == "offline"
+    monkeypatch.setenv("WANDB_API_KEY", "k" * 40)
+    assert resolve_mode("auto") == "online"
+
+
+def test_auto_mode_follows_wandb_mode_from_the_environment(monkeypatch) -> None:
+    monkeypatch.setenv("WANDB_MODE", "disabled")
+    assert resolve_mode("auto") == "disabled"
+    assert resolve_mode("offline") == "offline"  # an explicit mode wins
+
+
+def test_unknown_modes_are_refused_up_front() -> None:
+    with pytest.raises(ValueError, match="unknown wandb mode 'sometimes'"):
+        WandbTracker(mode="sometimes")
+    with pytest.raises(ValueError, match="train_every"):
+        WandbTracker(train_every=0)
