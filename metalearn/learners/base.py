@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import abc
 from dataclasses import dataclass
-from typing import Any, ClassVar
+from typing import Any, ClassVar, Iterator
 
 import pydantic
 import torch
@@ -60,6 +60,15 @@ class Learner(abc.ABC):
 
     def begin_task(self, task_index: int) -> None:
         """Called before training on task ``task_index``."""
+
+    def training_batches(self, task_index: int) -> Iterator[Any] | None:
+        """The batches ``train_step`` gets on this task, or None for the protocol's own.
+
+        Override to train on other data than the current task's minibatches or episodes
+        (joint training, pretraining on a pool's classes); draw randomness from
+        ``metalearn.seeding.derive_generator(context.seed, task_index, key)``.
+        """
+        return None
 
     @abc.abstractmethod
     def train_step(self, batch: Batch | EpisodeBatch) -> dict[str, torch.Tensor]:

@@ -6,7 +6,7 @@ proportion to their sizes, so nothing seen is ever out of reach.
 
 from __future__ import annotations
 
-import torch
+from typing import Iterator
 
 from metalearn.learners.finetune import FineTune, FineTuneOptions
 from metalearn.learners.registry import register
@@ -28,11 +28,8 @@ class Joint(FineTune):
     name = "joint"
     Options = JointOptions
 
-    def begin_task(self, task_index: int) -> None:
-        self._batches = self.context.stream.train_batches(
+    def training_batches(self, task_index: int) -> Iterator[Batch]:
+        return self.context.stream.train_batches(
             self.context.scenario, range(task_index + 1), self.options.batch_size,
             derive_generator(self.context.seed, task_index, JOINT_BATCHES), seen=task_index + 1,
         )
-
-    def train_step(self, batch: Batch) -> dict[str, torch.Tensor]:
-        return super().train_step(next(self._batches))

@@ -8,6 +8,8 @@ MAML (Finn et al. 2017) compares against the same idea.
 
 from __future__ import annotations
 
+from typing import Iterator
+
 import torch
 import torch.nn.functional as F
 from torch import nn
@@ -44,21 +46,27 @@ class PretrainFineTune(Learner):
         self.optimizer = torch.optim.Adam(self.model.parameters(), lr=self.options.lr)
 
     def begin_task(self, task_index: int) -> None:
-        """Give the model a head over this task's training classes and a batch stream of them."""
-        task = self.context.stream[task_index]
-        assert isinstance(task, EpisodicTask)
+        """Give the model a head over this task's training classes."""
+        task = self._task(task_index)
         head = self.model.head
         if head.out_features != len(task.train):
             self.model.head = nn.Linear(head.in_features, len(task.train)).to(self.context.device)
             self._new_optimizer()
-        self._batches = task.train.batches(
+
+    def training_batches(self, task_index: int) -> Iterator[tuple[torch.Tensor, torch.Tensor]]:
+        """Plain minibatches over every training class at once, instead of episodes."""
+        return self._task(task_index).train.batches(
             self.options.batch_size,
             derive_generator(self.context.seed, task_index, PRETRAIN_BATCHES),
         )
 
-    def train_step(self, batch: EpisodeBatch) -> dict[str, torch.Tensor]:
-        # The episodes are not needed: pretraining sees every training class at once.
-        x, y = next(self._batches)
+    def _task(self, task_index: int) -> EpisodicTask:
+        task = self.context.stream[task_index]
+        assert isinstance(task, EpisodicTask)
+        return task
+
+    def train_step(self, batch: tuple[torch.Tensor, torch.Tensor]) -> dict[str, torch.Tensor]:
+        x, y = batch
         self.model.train()
         loss = F.cross_entropy(self.model(x), y)
         self.optimizer.zero_grad()

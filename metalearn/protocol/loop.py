@@ -110,7 +110,9 @@ class Protocol:
 
     def _train_task(self, i: int, global_step: int, results: RunResults, run_dir: Path) -> int:
         self.learner.begin_task(i)
-        batches = self._training_batches(i)
+        batches = self.learner.training_batches(i)
+        if batches is None:
+            batches = self._training_batches(i)
         window: list[float] = []
         for step in range(self.settings.steps_per_task):
             values = {k: float(v) for k, v in self.learner.train_step(next(batches)).items()}
