@@ -2,19 +2,24 @@
 
 Each run is an ordinary ``metalearn run`` (its folder under ``--runs``, wandb grouped by
 benchmark); its results are also copied to ``<out>/runs/`` so an interrupted comparison
-resumes by skipping the runs already done. The summary (mean and standard error of ACC over
-seeds, beside the published value) is printed and written to ``<out>/summary.json`` and
-``<out>/summary.md``.
+resumes by skipping the runs already done. The summary (mean and standard error over seeds of
+ACC, BWT, FWT and forgetting, ACC beside the published value) is printed and written to
+``<out>/summary.json`` and ``<out>/summary.md``.
 
     python benchmarks/compare.py benchmarks/split_mnist/finetune.yaml \\
         benchmarks/split_mnist/joint.yaml --scenarios task domain class --seeds 0 1 2 \\
         --published benchmarks/split_mnist/published.yaml \\
         --out benchmarks/results/split_mnist_baselines
+
+Tuning: ``--grid learner.options.strength=1e5,1e6`` runs every grid point (on a validation
+split with ``--set benchmark.options.validation=0.1``) and ``--write-best FILE`` records the
+best point per learner and scenario; ``--tuned FILE`` applies those options to later runs.
 """
 
 from __future__ import annotations
 
 import argparse
+import itertools
 import json
 import shlex
 import sys
@@ -30,57 +35,93 @@ from metalearn.cli.config import load_config
 from metalearn.cli.runner import run
 from metalearn.results import RunResults
 
+METRICS = ("acc", "bwt", "fwt", "forgetting")
 
-def run_all(args: argparse.Namespace) -> list[RunResults]:
+
+def grid_points(grid: list[str]) -> list[dict[str, str]]:
+    """``["a=1,2", "b=x"]`` -> ``[{"a": "1", "b": "x"}, {"a": "2", "b": "x"}]``."""
+    keys, values = [], []
+    for entry in grid:
+        key, _, choices = entry.partition("=")
+        keys.append(key)
+        values.append(choices.split(","))
+    return [dict(zip(keys, point)) for point in itertools.product(*values)]
+
+
+def tuned_overrides(tuned: dict, learner: str, scenario: str | None) -> list[str]:
+    options = tuned.get(learner, {}).get(scenario or "fewshot", {})
+    return [f"learner.options.{key}={value}" for key, value in options.items()]
+
+
+def run_all(args: argparse.Namespace) -> list[tuple[RunResults, dict[str, str]]]:
     done = args.out / "runs"
     done.mkdir(parents=True, exist_ok=True)
+    tuned = yaml.safe_load(args.tuned.read_text()) if args.tuned else {}
     results = []
-    for config_path in args.configs:
-        for scenario in args.scenarios or [None]:
-            for seed in args.seeds:
-                overrides = [f"seed={seed}", f"wandb.mode={args.wandb}", f"output_dir={args.runs}",
-                             *([f"scenario={scenario}"] if scenario else []), *args.overrides]
-                config = load_config(config_path, overrides)
-                name = f"{config.learner.name}-{scenario or 'fewshot'}-seed{seed}.json"
-                if (done / name).exists():
-                    results.append(RunResults.from_dict(json.loads((done / name).read_text())))
-                    continue
-                start = time.perf_counter()
-                result = run(config)
-                result.timings["wall_s"] = time.perf_counter() - start
-                (done / name).write_text(json.dumps(result.to_dict(), indent=2) + "\n")
-                results.append(result)
+    for config_path, scenario, point, seed in itertools.product(
+            args.configs, args.scenarios or [None], grid_points(args.grid), args.seeds):
+        overrides = [f"seed={seed}", f"wandb.mode={args.wandb}", f"output_dir={args.runs}",
+                     *([f"scenario={scenario}"] if scenario else []), *args.overrides]
+        learner = load_config(config_path, overrides).learner.name
+        overrides += [*tuned_overrides(tuned, learner, scenario),
+                      *(f"{key}={value}" for key, value in point.items())]
+        config = load_config(config_path, overrides)
+        tag = "".join(f"-{key.rsplit('.', 1)[-1]}={value}" for key, value in point.items())
+        name = f"{learner}-{scenario or 'fewshot'}{tag}-seed{seed}.json"
+        if (done / name).exists():
+            results.append((RunResults.from_dict(json.loads((done / name).read_text())), point))
+            continue
+        start = time.perf_counter()
+        result = run(config)
+        result.timings["wall_s"] = time.perf_counter() - start
+        (done / name).write_text(json.dumps(result.to_dict(), indent=2) + "\n")
+        results.append((result, point))
     return results
 
 
-def summarize(results: list[RunResults], published: dict) -> list[dict]:
+def summarize(results: list[tuple[RunResults, dict[str, str]]], published: dict) -> list[dict]:
+    groups: dict[tuple, list[RunResults]] = {}
+    for result, point in results:
+        groups.setdefault((result.learner, result.scenario, tuple(point.items())), []).append(result)
     rows = []
-    groups: dict[tuple[str, str | None], list[RunResults]] = {}
-    for result in results:
-        groups.setdefault((result.learner, result.scenario), []).append(result)
-    for (learner, scenario), runs in groups.items():
-        accuracies = np.array([100 * r.metrics["acc"] for r in runs])
-        error = accuracies.std(ddof=1) / np.sqrt(len(runs)) if len(runs) > 1 else float("nan")
+    for (learner, scenario, point), runs in groups.items():
         reference = published.get(learner, {}).get(scenario or "fewshot")
-        rows.append({
-            "learner": learner, "scenario": scenario, "seeds": [r.seed for r in runs],
-            "acc_mean": round(float(accuracies.mean()), 2), "acc_sem": round(float(error), 2),
-            "published": reference,
-            "difference": None if reference is None else round(float(accuracies.mean()) - reference, 2),
-            "bwt_mean": round(float(np.mean([100 * r.metrics["bwt"] for r in runs])), 2),
-            "wall_s_mean": round(float(np.mean([r.timings.get("wall_s", np.nan) for r in runs])), 1),
-        })
+        row = {"learner": learner, "scenario": scenario, "options": dict(point),
+               "seeds": [r.seed for r in runs], "published": reference}
+        for metric in METRICS:
+            values = np.array([100 * r.metrics.get(metric, np.nan) for r in runs])
+            row[f"{metric}_mean"] = round(float(values.mean()), 2)
+            row[f"{metric}_sem"] = (round(float(values.std(ddof=1) / np.sqrt(len(runs))), 2)
+                                    if len(runs) > 1 else None)
+        row["difference"] = None if reference is None else round(row["acc_mean"] - reference, 2)
+        row["wall_s_mean"] = round(float(np.mean([r.timings.get("wall_s", np.nan) for r in runs])), 1)
+        rows.append(row)
     return rows
 
 
+def best_options(rows: list[dict]) -> dict:
+    """learner -> scenario -> the options of the grid point with the highest mean ACC."""
+    best: dict = {}
+    for row in sorted(rows, key=lambda r: r["acc_mean"]):
+        best.setdefault(row["learner"], {})[row["scenario"] or "fewshot"] = {
+            key.rsplit(".", 1)[-1]: yaml.safe_load(value) for key, value in row["options"].items()}
+    return best
+
+
 def table(rows: list[dict]) -> Table:
-    view = Table(title="Average accuracy over seeds (%): ours vs published")
-    for column in ("learner", "scenario", "seeds", "ACC mean ± s.e.", "published", "difference", "BWT"):
+    view = Table(title="Metrics over seeds (%, mean ± s.e.): ours vs published ACC")
+    columns = ["learner", "scenario", *(["options"] if any(r["options"] for r in rows) else []),
+               "seeds", "ACC", "published", "difference", "BWT", "FWT", "forgetting"]
+    for column in columns:
         view.add_column(column)
     for row in rows:
-        view.add_row(row["learner"], str(row["scenario"]), str(len(row["seeds"])),
-                     f"{row['acc_mean']:.2f} ± {row['acc_sem']:.2f}", str(row["published"]),
-                     str(row["difference"]), f"{row['bwt_mean']:.2f}")
+        def cell(metric: str) -> str:
+            error = row[f"{metric}_sem"]
+            return f"{row[f'{metric}_mean']:.2f}" + ("" if error is None else f" ± {error:.2f}")
+        options = [" ".join(f"{k.rsplit('.', 1)[-1]}={v}" for k, v in row["options"].items())]
+        view.add_row(row["learner"], str(row["scenario"]), *(options if "options" in columns else []),
+                     str(len(row["seeds"])), cell("acc"), str(row["published"]),
+                     str(row["difference"]), cell("bwt"), cell("fwt"), cell("forgetting"))
     return view
 
 
@@ -95,6 +136,11 @@ def main() -> None:
     parser.add_argument("--wandb", default="offline", choices=["auto", "online", "offline", "disabled"])
     parser.add_argument("--set", dest="overrides", nargs="*", default=[], metavar="key=value",
                         help="overrides applied to every run, e.g. protocol.steps_per_task=500")
+    parser.add_argument("--grid", nargs="*", default=[], metavar="key=v1,v2",
+                        help="run every combination of these values")
+    parser.add_argument("--tuned", type=Path, help="YAML: learner -> scenario -> options")
+    parser.add_argument("--write-best", type=Path,
+                        help="merge the best grid point per learner and scenario into this YAML")
     args = parser.parse_args()
 
     results = run_all(args)
@@ -106,6 +152,11 @@ def main() -> None:
     (args.out / "summary.json").write_text(json.dumps(summary, indent=2) + "\n")
     with (args.out / "summary.md").open("w") as handle:
         Console(file=handle, width=120).print(f"`{command}`\n", table(rows))
+    if args.write_best:
+        best = yaml.safe_load(args.write_best.read_text()) if args.write_best.exists() else {}
+        for learner, scenarios in best_options(rows).items():
+            best.setdefault(learner, {}).update(scenarios)
+        args.write_best.write_text(f"# written by {command}\n" + yaml.safe_dump(best))
     print(f"written to {args.out}")
 
 

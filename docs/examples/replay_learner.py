@@ -8,7 +8,14 @@ from __future__ import annotations
 
 import torch
 
-from metalearn.learners import CLASSIFICATION, Learner, LearnerOptions, masked_cross_entropy, register
+from metalearn.learners import (
+    CLASSIFICATION,
+    Learner,
+    LearnerOptions,
+    adam,
+    masked_cross_entropy,
+    register,
+)
 from metalearn.tasks import Batch
 
 
@@ -27,7 +34,7 @@ class Replay(Learner):
 
     def __init__(self, model, options, context):
         super().__init__(model, options, context)
-        self.optimizer = torch.optim.Adam(self.model.parameters(), lr=options.lr)
+        self.optimizer = adam(self.model.parameters(), options.lr)
         self.buffer: list[tuple[torch.Tensor, torch.Tensor, torch.Tensor]] = []  # x, y, task ids
 
     def train_step(self, batch: Batch) -> dict[str, torch.Tensor]:

@@ -46,6 +46,7 @@ class RunConfig(_Section):
     model: NamedComponent
     protocol: ProtocolSettings
     scenario: Scenario | None = None
+    task_order: list[int] | Literal["random"] | None = None  # a curriculum; "random": from the seed
     seed: int = 0
     device: str = "auto"
     data_root: str | None = None

@@ -19,11 +19,12 @@ from metalearn.learners import LearnerContext, check_compatible, get_learner
 from metalearn.models import MODELS, build_model
 from metalearn.protocol import Protocol
 from metalearn.results import RunResults
-from metalearn.seeding import derive_seed
+from metalearn.seeding import derive_generator, derive_seed
 from metalearn.tasks import BENCHMARKS, Scenario, Stream
 from metalearn.tracking import ConsoleReporter, RunFolder, Trackers, WandbTracker
 
 MODEL_INIT = 1  # derive_seed key of the model's initial weights
+TASK_ORDER = 2  # derive_seed key of a random task order
 
 
 def resolve_device(name: str) -> torch.device:
@@ -43,6 +44,8 @@ def build_stream(config: RunConfig, device: torch.device) -> tuple[Stream, Scena
     options = check_options("benchmark.options", config.benchmark.options, builder,
                             skip=("data_root", "device"))
     stream = builder(**options, data_root=config.data_root, device=device)
+    if config.task_order is not None:
+        stream = stream.reordered(task_order(config, len(stream)))
     if stream.episodic:
         if config.scenario is not None:
             raise ConfigError(f"benchmark {name!r} is few-shot: remove the scenario setting")
@@ -51,6 +54,16 @@ def build_stream(config: RunConfig, device: torch.device) -> tuple[Stream, Scena
         supported = sorted(s.value for s in stream.scenarios)
         raise ConfigError(f"benchmark {name!r} needs a scenario: set scenario to one of {supported}")
     return stream, stream.check_scenario(config.scenario)
+
+
+def task_order(config: RunConfig, n_tasks: int) -> list[int]:
+    """The run's order of the benchmark's tasks: as given, or a permutation drawn from the seed."""
+    if config.task_order == "random":
+        return torch.randperm(n_tasks, generator=derive_generator(config.seed, TASK_ORDER)).tolist()
+    if sorted(config.task_order) != list(range(n_tasks)):
+        raise ConfigError(f"task_order {config.task_order} is not a permutation of the "
+                          f"{config.benchmark.name} tasks 0..{n_tasks - 1}; give each index once")
+    return list(config.task_order)
 
 
 def build_run(config: RunConfig) -> tuple[Stream, Scenario | None, Any, torch.device]:

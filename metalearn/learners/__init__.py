@@ -1,12 +1,21 @@
 """Learners: one file each, registered by name. ``metalearn list`` shows them all."""
 
-from metalearn.learners import finetune, joint, pretrain_finetune  # noqa: F401  (registers them)
+from metalearn.learners import (  # noqa: F401  (registers them)
+    ewc,
+    finetune,
+    joint,
+    mas,
+    online_ewc,
+    pretrain_finetune,
+    si,
+)
 from metalearn.learners.base import (
     CLASSIFICATION,
     EPISODIC,
     Learner,
     LearnerContext,
     LearnerOptions,
+    adam,
     check_compatible,
     masked_cross_entropy,
 )
@@ -18,6 +27,7 @@ __all__ = [
     "Learner",
     "LearnerContext",
     "LearnerOptions",
+    "adam",
     "available_learners",
     "check_compatible",
     "get_learner",

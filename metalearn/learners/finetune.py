@@ -13,6 +13,7 @@ from metalearn.learners.base import (
     Learner,
     LearnerContext,
     LearnerOptions,
+    adam,
     masked_cross_entropy,
 )
 from metalearn.learners.registry import register
@@ -34,7 +35,7 @@ class FineTune(Learner):
 
     def __init__(self, model: torch.nn.Module, options: FineTuneOptions, context: LearnerContext) -> None:
         super().__init__(model, options, context)
-        self.optimizer = torch.optim.Adam(self.model.parameters(), lr=options.lr, betas=options.betas)
+        self.optimizer = adam(self.model.parameters(), options.lr, options.betas)
 
     def train_step(self, batch: Batch) -> dict[str, torch.Tensor]:
         self.model.train()

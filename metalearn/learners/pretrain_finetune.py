@@ -14,7 +14,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from metalearn.learners.base import EPISODIC, Learner, LearnerContext, LearnerOptions
+from metalearn.learners.base import EPISODIC, Learner, LearnerContext, LearnerOptions, adam
 from metalearn.learners.registry import register
 from metalearn.seeding import derive_generator
 from metalearn.tasks import EpisodeBatch, EpisodicTask
@@ -43,7 +43,7 @@ class PretrainFineTune(Learner):
         self._new_optimizer()
 
     def _new_optimizer(self) -> None:
-        self.optimizer = torch.optim.Adam(self.model.parameters(), lr=self.options.lr)
+        self.optimizer = adam(self.model.parameters(), self.options.lr)
 
     def begin_task(self, task_index: int) -> None:
         """Give the model a head over this task's training classes."""
@@ -84,7 +84,7 @@ class PretrainFineTune(Learner):
         weight = torch.zeros(n_episodes, n_way, support.shape[-1], device=support.device,
                              requires_grad=True)
         bias = torch.zeros(n_episodes, n_way, device=support.device, requires_grad=True)
-        optimizer = torch.optim.Adam([weight, bias], lr=self.options.finetune_lr)
+        optimizer = adam([weight, bias], self.options.finetune_lr)
         with torch.enable_grad():
             for _ in range(self.options.finetune_steps):
                 logits = torch.baddbmm(bias[:, None], support, weight.transpose(1, 2))

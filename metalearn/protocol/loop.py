@@ -154,7 +154,7 @@ class Protocol:
             return few_shot_accuracy(torch.cat(per_episode).cpu().numpy())
         correct = total = 0
         task_id = j if self.scenario is Scenario.TASK else None
-        for batch in self.stream.test_batches(self.scenario, j, self.settings.eval_batch_size, seen):
+        for batch in self.stream.ordered_batches(self.scenario, j, self.settings.eval_batch_size, seen):
             logits = self.learner.predict(batch.x, task_id)
             predicted = logits.masked_fill(~batch.allowed, float("-inf")).argmax(1)
             correct += int((predicted == batch.y).sum())

@@ -7,6 +7,7 @@ from pathlib import Path
 from typing import Sequence
 
 import torch
+import torch.nn.functional as F
 from torchvision.transforms.v2 import InterpolationMode
 from torchvision.transforms.v2 import functional as tvf
 
@@ -29,8 +30,19 @@ def _digit_pool(images: torch.Tensor, labels: torch.Tensor, digits: Sequence[int
     return ClassPool.from_labelled(images, labels, digits, [f"digit-{d}" for d in digits])
 
 
-def _load(variant: str, data_root: str | Path | None, device: torch.device | str) -> MNISTData:
+def _load(variant: str, data_root: str | Path | None, device: torch.device | str,
+          validation: float = 0.0) -> MNISTData:
+    """The data on ``device``; with ``validation`` > 0, that fraction of the training set (a fixed
+    random subset) is held out and returned as the test set, for tuning hyperparameters."""
     data = load_mnist(variant, data_root)
+    if validation:
+        if not 0 < validation < 1:
+            raise ValueError(f"validation is the fraction of the training set held out, in (0, 1); "
+                             f"got {validation}")
+        order = torch.randperm(len(data.train_labels), generator=torch.Generator().manual_seed(0))
+        held_out, kept = order[: round(validation * len(order))], order[round(validation * len(order)) :]
+        data = MNISTData(data.train_images[kept], data.train_labels[kept],
+                         data.train_images[held_out], data.train_labels[held_out])
     return MNISTData(*(t.to(device) for t in (data.train_images, data.train_labels,
                                               data.test_images, data.test_labels)))
 
@@ -76,13 +88,17 @@ def omniglot_to_mnist(
 def split_mnist(
     classes_per_task: int = 2,
     variant: str = "mnist",
+    validation: float = 0.0,
     data_root: str | Path | None = None,
     device: torch.device | str = "cpu",
 ) -> Stream:
-    """Split MNIST: the digits in order, ``classes_per_task`` per task (5 tasks of 2 by default)."""
+    """Split MNIST: the digits in order, ``classes_per_task`` per task (5 tasks of 2 by default).
+
+    ``validation``: the fraction of the training set held out to test on instead of the test set.
+    """
     if classes_per_task < 1 or len(DIGITS) % classes_per_task:
         raise ValueError(f"classes_per_task must divide 10, got {classes_per_task}")
-    data = _load(variant, data_root, device)
+    data = _load(variant, data_root, device, validation)
     tasks = []
     for first in range(0, len(DIGITS), classes_per_task):
         digits = DIGITS[first : first + classes_per_task]
@@ -127,16 +143,22 @@ def permuted_mnist(
     n_tasks: int = 10,
     seed: int = 0,
     identity_first: bool = True,
+    padding: int = 0,
     variant: str = "mnist",
+    validation: float = 0.0,
     data_root: str | Path | None = None,
     device: torch.device | str = "cpu",
 ) -> Stream:
     """Permuted MNIST: every task is all ten digits under its own fixed pixel permutation.
 
     The permutations are drawn once, here, from ``seed``; with ``identity_first`` task 0 is
-    plain MNIST (as in van de Ven & Tolias), otherwise it is permuted too.
+    plain MNIST (as in van de Ven & Tolias), otherwise it is permuted too. ``padding`` zero-pads
+    the images first (2 gives their 32x32). ``validation`` as in :func:`split_mnist`.
     """
-    data = _load(variant, data_root, device)
+    data = _load(variant, data_root, device, validation)
+    if padding:
+        data = MNISTData(F.pad(data.train_images, (padding,) * 4), data.train_labels,
+                         F.pad(data.test_images, (padding,) * 4), data.test_labels)
     generator = torch.Generator().manual_seed(seed)
     n_pixels = data.train_images[0].numel()
     permutations = [torch.randperm(n_pixels, generator=generator) for _ in range(n_tasks)]
@@ -155,15 +177,17 @@ def rotated_mnist(
     n_tasks: int = 5,
     angles: Sequence[float] | None = None,
     variant: str = "mnist",
+    validation: float = 0.0,
     data_root: str | Path | None = None,
     device: torch.device | str = "cpu",
 ) -> Stream:
     """Rotated MNIST: every task is all ten digits rotated by its own angle.
 
     ``angles`` defaults to ``n_tasks`` evenly spaced angles in [0, 180): 0, 180/T, 2*180/T, ...
+    ``validation`` as in :func:`split_mnist`.
     """
     angles = [i * 180.0 / n_tasks for i in range(n_tasks)] if angles is None else list(angles)
-    data = _load(variant, data_root, device)
+    data = _load(variant, data_root, device, validation)
     train = LabelledImages(data.train_images, data.train_labels)
     test = LabelledImages(data.test_images, data.test_labels)
     tasks = tuple(

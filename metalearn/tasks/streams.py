@@ -18,7 +18,7 @@ classification stream's labels mean. Task t owns the class-incremental labels
 from __future__ import annotations
 
 import enum
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Callable, Iterator, Sequence, Union
 
 import torch
@@ -104,6 +104,7 @@ class Stream:
     name: str
     tasks: tuple[Task, ...]
     scenarios: frozenset[Scenario]
+    _output_masks: dict = field(default_factory=dict, init=False, repr=False, compare=False)
 
     def __post_init__(self) -> None:
         kinds = {type(t) for t in self.tasks}
@@ -193,19 +194,23 @@ class Stream:
             order = torch.randperm(int(ends[-1]), generator=generator)
             for start in range(0, len(order) - batch_size + 1, batch_size):
                 index = order[start : start + batch_size]
+                if len(tasks) == 1:
+                    yield self._batch(scenario, [(task_indices[0], index)], seen, "train")
+                    continue
                 owner = torch.searchsorted(ends, index, right=True)
                 local = index - starts[owner]  # position within its own task
                 parts = [(task_indices[k], local[owner == k]) for k in owner.unique().tolist()]
                 yield self._batch(scenario, parts, seen, "train")
 
-    def test_batches(
-        self, scenario: Scenario | str, task_index: int, batch_size: int, seen: int
+    def ordered_batches(
+        self, scenario: Scenario | str, task_index: int, batch_size: int, seen: int,
+        split: str = "test",
     ) -> Iterator[Batch]:
-        """Task ``task_index``'s whole test set, in a fixed order."""
-        size = len(self.tasks[task_index].test)  # type: ignore[union-attr]
+        """Task ``task_index``'s whole ``split`` ("test" or "train") in a fixed order."""
+        size = len(getattr(self.tasks[task_index], split))
         for start in range(0, size, batch_size):
             index = torch.arange(start, min(start + batch_size, size))
-            yield self._batch(scenario, [(task_index, index)], seen, "test")
+            yield self._batch(scenario, [(task_index, index)], seen, split)
 
     def allowed_outputs(self, scenario: Scenario | str, task_ids: torch.Tensor, seen: int) -> torch.Tensor:
         """[b, outputs] bool: the outputs each example, from task ``task_ids[k]``, competes over.
@@ -213,11 +218,13 @@ class Stream:
         ``seen`` is the number of tasks trained so far (class-IL widens with it); a task's own
         outputs are always included. For replayed examples, pass the current ``seen``.
         """
-        masks = torch.zeros(len(self), self.n_outputs(scenario), dtype=torch.bool,
-                            device=task_ids.device)
-        for t in range(len(self)):
-            masks[t, self.output_slice(scenario, t, max(seen, t + 1))] = True
-        return masks[task_ids]
+        key = (self.check_scenario(scenario), seen, task_ids.device)
+        if key not in self._output_masks:  # one small table per (scenario, seen), reused
+            masks = torch.zeros(len(self), self.n_outputs(scenario), dtype=torch.bool)
+            for t in range(len(self)):
+                masks[t, self.output_slice(scenario, t, max(seen, t + 1))] = True
+            self._output_masks[key] = masks.to(task_ids.device)
+        return self._output_masks[key][task_ids]
 
     def _batch(self, scenario: Scenario | str, parts: list[tuple[int, torch.Tensor]], seen: int,
                split: str) -> Batch:

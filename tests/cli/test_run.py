@@ -11,7 +11,7 @@ import numpy as np
 import pytest
 import torch
 
-from metalearn.cli.config import load_config
+from metalearn.cli.config import ConfigError, load_config
 from metalearn.cli.main import main
 from metalearn.cli.runner import run
 from metalearn.learners import CLASSIFICATION, Learner, register
@@ -112,3 +112,17 @@ def test_list_shows_learners_benchmarks_and_scenarios(capsys):
     listing = capsys.readouterr().out
     for name in ("finetune", "joint", "pretrain_finetune", "split_mnist", "omniglot", "class"):
         assert name in listing
+
+
+def test_task_order_is_given_or_drawn_from_the_seed(tiny_config, tmp_path):
+    def names(**changes):
+        config = load_config(tiny_config(protocol__steps_per_task=1, **changes))
+        return run(config, run_dir=tmp_path / str(len(list(tmp_path.iterdir())))).task_names
+
+    assert names(task_order=[4, 3, 2, 1, 0]) == ["8/9", "6/7", "4/5", "2/3", "0/1"]
+    drawn = names(task_order="random")
+    assert sorted(drawn) == ["0/1", "2/3", "4/5", "6/7", "8/9"]
+    assert names(task_order="random") == drawn  # the same seed, the same order
+    assert {tuple(names(task_order="random", seed=s)) for s in range(1, 4)} != {tuple(drawn)}
+    with pytest.raises(ConfigError, match="task_order \\[0, 0, 1, 2, 3\\] is not a permutation"):
+        names(task_order=[0, 0, 1, 2, 3])

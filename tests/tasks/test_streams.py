@@ -9,6 +9,7 @@ from metalearn.tasks import (
     mnist_few_shot,
     permuted_mnist,
     rotated_mnist,
+    split_mnist,
 )
 
 
@@ -89,7 +90,7 @@ def test_mixed_batches_draw_from_every_task_with_their_own_labels_and_masks():
 
 def test_test_batches_cover_the_test_set_in_order():
     stream = toy_stream()
-    batches = list(stream.test_batches("class", 1, 3, seen=1))
+    batches = list(stream.ordered_batches("class", 1, 3, seen=1))
     assert [pixel_ids(b) for b in batches] == [[10, 11, 12], [13]]
     # Class-IL: task 1's outputs are always allowed, even before it is trained.
     assert batches[0].allowed[0].tolist() == [True] * 4
@@ -120,8 +121,8 @@ def test_permuted_mnist_can_permute_task_zero(data_root):
 def test_rotated_mnist_rotates_by_the_task_angle(data_root):
     stream = rotated_mnist(n_tasks=4, data_root=data_root)
     assert [t.name for t in stream] == ["rotation-0", "rotation-45", "rotation-90", "rotation-135"]
-    rotated = next(stream.test_batches("domain", 2, 8, seen=1)).x
-    plain = next(stream.test_batches("domain", 0, 8, seen=1)).x
+    rotated = next(stream.ordered_batches("domain", 2, 8, seen=1)).x
+    plain = next(stream.ordered_batches("domain", 0, 8, seen=1)).x
     assert torch.allclose(rotated, torch.rot90(plain, 1, dims=(2, 3)), atol=1e-5)
 
 
@@ -131,3 +132,21 @@ def test_mnist_few_shot_splits_digits(data_root):
     assert task.test.names == tuple(f"digit-{d}" for d in range(5, 10))
     with pytest.raises(ValueError, match="overlap: \\[4\\]"):
         mnist_few_shot(train_digits=(0, 4), test_digits=(4, 5), data_root=data_root)
+
+
+def test_validation_holds_out_part_of_the_training_set_as_the_test_set(data_root):
+    full = split_mnist(data_root=data_root)
+    tuning = split_mnist(validation=0.1, data_root=data_root)
+    assert sum(len(t.test) for t in tuning) == 6000
+    assert sum(len(t.train) for t in tuning) == 54000
+    for held_out, whole in zip(tuning, full):
+        train = {bytes(image.numpy()) for image in whole.train.images}
+        assert all(bytes(image.numpy()) in train for image in held_out.test.images[:200])
+    with pytest.raises(ValueError, match="fraction of the training set"):
+        split_mnist(validation=1.5, data_root=data_root)
+
+
+def test_permuted_mnist_pads_before_permuting(data_root):
+    stream = permuted_mnist(n_tasks=2, padding=2, data_root=data_root)
+    assert stream[0].train.images.shape[1:] == (32, 32)
+    assert stream[0].train.images[:, :2].sum() == 0  # the border is zeros
