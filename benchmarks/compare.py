@@ -1,8 +1,9 @@
 """Run several learners x scenarios x seeds and compare them with published numbers.
 
 Each run is an ordinary ``metalearn run`` (its folder under ``--runs``, wandb grouped by
-benchmark); its results are also copied to ``<out>/runs/`` so an interrupted comparison
-resumes by skipping the runs already done. The summary (mean and standard error over seeds of
+benchmark); its results and R heatmap are also copied to ``<out>/runs/``, so an interrupted
+comparison resumes by skipping the runs already done (and a run cut off mid-way from its
+last completed task). The summary (mean and standard error over seeds of
 ACC, BWT, FWT and forgetting, ACC beside the published value) is printed and written to
 ``<out>/summary.json`` and ``<out>/summary.md``.
 
@@ -22,6 +23,7 @@ import argparse
 import itertools
 import json
 import shlex
+import shutil
 import sys
 import time
 from pathlib import Path
@@ -67,14 +69,16 @@ def run_all(args: argparse.Namespace) -> list[tuple[RunResults, dict[str, str]]]
                       *(f"{key}={value}" for key, value in point.items())]
         config = load_config(config_path, overrides)
         tag = "".join(f"-{key.rsplit('.', 1)[-1]}={value}" for key, value in point.items())
-        name = f"{learner}-{scenario or 'fewshot'}{tag}-seed{seed}.json"
-        if (done / name).exists():
-            results.append((RunResults.from_dict(json.loads((done / name).read_text())), point))
+        name = f"{learner}-{scenario or 'fewshot'}{tag}-seed{seed}"
+        if (done / f"{name}.json").exists():
+            results.append((RunResults.from_dict(json.loads((done / f"{name}.json").read_text())), point))
             continue
+        run_dir = Path(config.output_dir) / config.benchmark.name / name
         start = time.perf_counter()
-        result = run(config)
+        result = run(config, run_dir=run_dir, resume=(run_dir / "checkpoint.pt").exists())
         result.timings["wall_s"] = time.perf_counter() - start
-        (done / name).write_text(json.dumps(result.to_dict(), indent=2) + "\n")
+        (done / f"{name}.json").write_text(json.dumps(result.to_dict(), indent=2) + "\n")
+        shutil.copyfile(run_dir / "accuracy_matrix.png", done / f"{name}.png")
         results.append((result, point))
     return results
 
@@ -99,12 +103,20 @@ def summarize(results: list[tuple[RunResults, dict[str, str]]], published: dict)
     return rows
 
 
+def number(text: str) -> float | str:
+    """A grid value as a number where it is one (YAML reads "1e5" as a string)."""
+    try:
+        return float(text)
+    except ValueError:
+        return text
+
+
 def best_options(rows: list[dict]) -> dict:
     """learner -> scenario -> the options of the grid point with the highest mean ACC."""
     best: dict = {}
     for row in sorted(rows, key=lambda r: r["acc_mean"]):
         best.setdefault(row["learner"], {})[row["scenario"] or "fewshot"] = {
-            key.rsplit(".", 1)[-1]: yaml.safe_load(value) for key, value in row["options"].items()}
+            key.rsplit(".", 1)[-1]: number(value) for key, value in row["options"].items()}
     return best
 
 

@@ -8,8 +8,6 @@ from typing import Sequence
 
 import torch
 import torch.nn.functional as F
-from torchvision.transforms.v2 import InterpolationMode
-from torchvision.transforms.v2 import functional as tvf
 
 from metalearn.data import MNISTData, load_mnist
 from metalearn.tasks.omniglot import omniglot_pools
@@ -136,6 +134,10 @@ class Rotation:
     degrees: float
 
     def __call__(self, x: torch.Tensor) -> torch.Tensor:
+        # imported here: torchvision's transforms take seconds to import, only rotations need them
+        from torchvision.transforms.v2 import InterpolationMode
+        from torchvision.transforms.v2 import functional as tvf
+
         return tvf.rotate(x, self.degrees, interpolation=InterpolationMode.BILINEAR)
 
 
