@@ -1,9 +1,9 @@
 """Run several learners x scenarios x seeds and compare them with published numbers.
 
 Each run is an ordinary ``metalearn run`` (its folder under ``--runs``, wandb grouped by
-benchmark); its results and R heatmap are also copied to ``<out>/runs/``, so an interrupted
-comparison resumes by skipping the runs already done (and a run cut off mid-way from its
-last completed task). The summary (mean and standard error over seeds of
+benchmark); its results, config and R heatmap are also copied to ``<out>/runs/``, so an interrupted
+comparison resumes by skipping the runs already done (a stored run whose config differs is an
+error) and a run cut off mid-way from its last completed task. The summary (mean and standard error over seeds of
 ACC, BWT, FWT and forgetting, ACC beside the published value) is printed and written to
 ``<out>/summary.json`` and ``<out>/summary.md``.
 
@@ -70,7 +70,12 @@ def run_all(args: argparse.Namespace) -> list[tuple[RunResults, dict[str, str]]]
         config = load_config(config_path, overrides)
         tag = "".join(f"-{key.rsplit('.', 1)[-1]}={value}" for key, value in point.items())
         name = f"{learner}-{scenario or 'fewshot'}{tag}-seed{seed}"
+        settings = yaml.safe_dump(config.model_dump(mode="json", exclude={"output_dir", "wandb"}))
         if (done / f"{name}.json").exists():
+            stored = done / f"{name}.yaml"
+            if stored.exists() and stored.read_text() != settings:
+                raise SystemExit(f"{done / name}.json was run with another config than this one "
+                                 f"(see {stored}); delete it or choose another --out")
             results.append((RunResults.from_dict(json.loads((done / f"{name}.json").read_text())), point))
             continue
         run_dir = Path(config.output_dir) / config.benchmark.name / name
@@ -78,6 +83,7 @@ def run_all(args: argparse.Namespace) -> list[tuple[RunResults, dict[str, str]]]
         result = run(config, run_dir=run_dir, resume=(run_dir / "checkpoint.pt").exists())
         result.timings["wall_s"] = time.perf_counter() - start
         (done / f"{name}.json").write_text(json.dumps(result.to_dict(), indent=2) + "\n")
+        (done / f"{name}.yaml").write_text(settings)
         shutil.copyfile(run_dir / "accuracy_matrix.png", done / f"{name}.png")
         results.append((result, point))
     return results

@@ -7,9 +7,10 @@ Everything is measured in one invocation, on the same machine and threads:
   task included);
 - Avalanche 0.6.0 with the same model, data, iterations and batch size
   (benchmarks/peers/avalanche_split_mnist.py);
-- the arithmetic floor: the run's FLOPs (counted by torch's FlopCounterMode: training steps,
-  importance passes, evaluations) divided by the rate the machine reaches on the training step's
-  own matrix products, timed back to back without anything else;
+- the arithmetic floor: the run's matrix-product FLOPs (counted by torch's FlopCounterMode,
+  which counts matmuls and convolutions only: training steps, importance passes, evaluations)
+  divided by the rate the machine reaches on the training step's own matrix products, timed
+  back to back without anything else; elementwise work and the optimizer are not in it;
 - the Fisher alone: ours against a loop of one backward pass per example.
 
     python benchmarks/plasticity_speed.py --data-root DATA   # writes benchmarks/results/plasticity_speed_<device>.json

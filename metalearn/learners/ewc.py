@@ -15,14 +15,16 @@ lambda means the same here). The expectation over y is taken as:
 - ``empirical``: y the true label (the "empirical Fisher");
 - ``predicted``: y the model's most likely class (van de Ven & Tolias's code).
 
-Per-example gradients come from ``vmap`` over ``grad``; logits are restricted to the outputs of
-the scenario (the task's head in task-IL, the classes seen so far in class-IL).
+Per-example gradients come from :func:`metalearn.learners.plasticity.summed_gradient_powers`
+(factored for linear layers, ``vmap`` over ``grad`` otherwise); logits are restricted to the
+outputs of the scenario (the task's head in task-IL, the classes seen so far in class-IL).
 """
 
 from __future__ import annotations
 
 from typing import Literal
 
+import pydantic
 import torch
 import torch.nn.functional as F
 
@@ -42,7 +44,7 @@ FISHER_LABELS = 2  # derive_generator key of the sampled Fisher's labels
 class EWCOptions(PlasticityOptions):
     strength: float = 1e6  # lambda
     fisher: Literal["sampled", "empirical", "predicted"] = "sampled"
-    fisher_samples: int | None = None  # training examples the Fisher averages over; None: all
+    fisher_samples: int | None = pydantic.Field(None, gt=0)  # examples the Fisher averages over; None: all
 
 
 def log_likelihood(logits: torch.Tensor, allowed: torch.Tensor, label: torch.Tensor) -> torch.Tensor:
@@ -74,7 +76,7 @@ class EWC(SelectivePlasticity):
             batches = [next(self.context.stream.train_batches(
                 self.context.scenario, [task_index], size, generator, seen=task_index + 1))]
         labels = lambda logits, batch: self._fisher_labels(logits, batch, generator)  # noqa: E731
-        return mean_gradient_power(self.model, batches, log_likelihood, labels, power=2)
+        return mean_gradient_power(self.model, batches, log_likelihood, labels, 2, self.parameters)
 
     def _fisher_labels(self, logits: torch.Tensor, batch: Batch,
                        generator: torch.Generator) -> torch.Tensor:

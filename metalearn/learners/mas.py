@@ -41,4 +41,4 @@ class MAS(SelectivePlasticity):
 
     def importance(self, task_index: int) -> list[torch.Tensor]:
         return mean_gradient_power(self.model, self.task_batches(task_index), squared_output_norm,
-                                   no_target, power=1)
+                                   no_target, 1, self.parameters)

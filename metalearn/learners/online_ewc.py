@@ -20,7 +20,7 @@ from metalearn.learners.registry import register
 
 
 class OnlineEWCOptions(EWCOptions):
-    gamma: float = pydantic.Field(1.0, ge=0.0, le=1.0)  # decay of the running Fisher
+    gamma: float = pydantic.Field(1.0, gt=0.0, le=1.0)  # decay of the running Fisher
 
 
 @register

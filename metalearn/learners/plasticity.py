@@ -40,7 +40,7 @@ class QuadraticPenalty:
         self.parameters = list(parameters)
         self.precision = [torch.zeros_like(p, requires_grad=False) for p in self.parameters]
         self.anchor = [p.detach().clone() for p in self.parameters]
-        self.offset = torch.zeros((), dtype=torch.float64, device=self.parameters[0].device)
+        self.offset = 0.0  # the constant of the summed terms, kept in float64 (a Python float)
         self.terms = 0  # importance estimates folded in so far
 
     @torch.no_grad()
@@ -50,7 +50,8 @@ class QuadraticPenalty:
                                                    self.parameters):
             total = precision + omega
             mean = torch.where(total > 0, (precision * anchor + omega * theta) / total, theta)
-            self.offset += (precision * anchor**2 + omega * theta**2 - total * mean**2).double().sum()
+            a, m, o, t, n = (x.detach().cpu().double() for x in (precision, anchor, omega, theta, mean))
+            self.offset += float((a * m**2 + o * t**2 - (a + o) * n**2).sum())
             precision.copy_(total)
             anchor.copy_(mean)
         self.terms += 1
@@ -61,27 +62,18 @@ class QuadraticPenalty:
         torch._foreach_mul_(self.precision, decay)
         torch._foreach_add_(self.precision, list(importance))
         torch._foreach_copy_(self.anchor, [p.detach() for p in self.parameters])
-        self.offset.zero_()
+        self.offset = 0.0
         self.terms += 1
-
-    @torch.no_grad()
-    def value(self) -> torch.Tensor:
-        difference = torch._foreach_sub([p.detach() for p in self.parameters], self.anchor)
-        weighted = torch._foreach_mul(difference, self.precision)
-        return self._total(weighted, difference)
 
     @torch.no_grad()
     def add_gradient_(self, scale: float) -> torch.Tensor:
         """Add ``scale *`` the penalty's gradient to every parameter's ``.grad``; return
-        ``scale *`` the penalty."""
+        ``scale *`` the penalty's value."""
         difference = torch._foreach_sub([p.detach() for p in self.parameters], self.anchor)
         weighted = torch._foreach_mul(difference, self.precision)
         torch._foreach_add_([p.grad for p in self.parameters], weighted, alpha=2 * scale)
-        return scale * self._total(weighted, difference)
-
-    def _total(self, weighted: list[torch.Tensor], difference: list[torch.Tensor]) -> torch.Tensor:
         quadratic = torch.stack([torch.vdot(w.flatten(), d.flatten()) for w, d in zip(weighted, difference)])
-        return quadratic.sum().double() + self.offset
+        return scale * (quadratic.sum() + self.offset)
 
     def state_dict(self) -> dict[str, Any]:
         return {"precision": self.precision, "anchor": self.anchor, "offset": self.offset,
@@ -91,7 +83,7 @@ class QuadraticPenalty:
     def load_state_dict(self, state: dict[str, Any]) -> None:
         torch._foreach_copy_(self.precision, state["precision"])
         torch._foreach_copy_(self.anchor, state["anchor"])
-        self.offset.copy_(state["offset"])
+        self.offset = float(state["offset"])
         self.terms = state["terms"]
 
 
@@ -100,46 +92,45 @@ Objective = Callable[[torch.Tensor, torch.Tensor, torch.Tensor], torch.Tensor]
 
 
 def per_example_gradients(model: nn.Module, objective: Objective, inputs: torch.Tensor,
-                          allowed: torch.Tensor, target: torch.Tensor) -> list[torch.Tensor]:
-    """Gradients [b, *p.shape] of each example's objective, in ``model.parameters()`` order,
-    by ``vmap`` over ``grad``: any model whose examples do not interact (no batch statistics)."""
-    names = [name for name, _ in model.named_parameters()]
-    parameters = {name: p.detach() for name, p in model.named_parameters()}
-    buffers = dict(model.named_buffers())
+                          allowed: torch.Tensor, target: torch.Tensor,
+                          parameters: Sequence[torch.Tensor]) -> list[torch.Tensor]:
+    """Gradients [b, *p.shape] of each example's objective with respect to ``parameters``, by
+    ``vmap`` over ``grad``. The examples must not interact: no batch statistics."""
+    for module in model.modules():
+        if isinstance(module, nn.modules.batchnorm._BatchNorm) and (
+                module.training or not module.track_running_stats):
+            raise ValueError(f"{type(module).__name__} normalises with batch statistics, so an "
+                             "example's gradient depends on the others; per-example gradients need "
+                             "running statistics (track_running_stats=True, eval mode)")
+    wanted = {id(p) for p in parameters}
+    names = {id(p): name for name, p in model.named_parameters()}
+    constants = {name: p.detach() for name, p in model.named_parameters() if id(p) not in wanted}
+    constants.update(model.named_buffers())
+    variables = {names[id(p)]: p.detach() for p in parameters}
 
-    def one(parameters: dict[str, torch.Tensor], x: torch.Tensor, allowed: torch.Tensor,
+    def one(variables: dict[str, torch.Tensor], x: torch.Tensor, allowed: torch.Tensor,
             target: torch.Tensor) -> torch.Tensor:
-        logits = functional_call(model, (parameters, buffers), (x.unsqueeze(0),))
+        logits = functional_call(model, (variables, constants), (x.unsqueeze(0),))
         return objective(logits, allowed.unsqueeze(0), target.unsqueeze(0))[0]
 
-    gradients = vmap(grad(one), in_dims=(None, 0, 0, 0))(parameters, inputs, allowed, target)
-    return [gradients[name] for name in names]
+    gradients = vmap(grad(one), in_dims=(None, 0, 0, 0))(variables, inputs, allowed, target)
+    return [gradients[names[id(p)]] for p in parameters]
 
 
-def summed_gradient_powers(model: nn.Module, objective: Objective, batch: Batch,
-                           target: Callable[[torch.Tensor, Batch], torch.Tensor],
-                           power: int) -> list[torch.Tensor]:
-    """``sum_n |d objective_n / d theta|^power`` for each parameter, over a batch's examples.
-
-    ``target(logits, batch)`` gives each example's target (a label to score, sampled or not).
-    When every parameter belongs to an ``nn.Linear`` fed [b, features] inputs, an example's
-    weight gradient is the outer product of its output gradient delta_n and input a_n, so
-    ``sum_n |delta_n a_n^T|^p = (|delta|^p)^T |a|^p``: one backward pass and one matrix product
-    per layer, without materialising b gradients. Other models take ``per_example_gradients``.
-    """
-    layers = [m for m in model.modules() if isinstance(m, nn.Linear)]
-    in_layers = {id(p) for m in layers for p in m.parameters()}
-    if any(id(p) not in in_layers for p in model.parameters()):
-        with torch.no_grad():
-            targets = target(model(batch.x), batch)
-        gradients = per_example_gradients(model, objective, batch.x, batch.allowed, targets)
-        return [g.abs().pow(power).sum(0) for g in gradients]
-
-    inputs: dict[nn.Module, torch.Tensor] = {}
-    outputs: dict[nn.Module, torch.Tensor] = {}
+def _linear_gradient_powers(model: nn.Module, objective: Objective, batch: Batch,
+                            target: Callable[[torch.Tensor, Batch], torch.Tensor], power: int,
+                            parameters: Sequence[torch.Tensor]) -> list[torch.Tensor] | None:
+    """The factored sum for networks whose ``parameters`` all sit in ``nn.Linear`` layers each
+    called once on [b, features] inputs; None where that does not hold."""
+    owner = {id(p): m for m in model.modules() if isinstance(m, nn.Linear) for p in m.parameters()}
+    if any(id(p) not in owner for p in parameters):
+        return None
+    layers = list({id(owner[id(p)]): owner[id(p)] for p in parameters}.values())
+    seen: dict[nn.Module, list[tuple[torch.Tensor, torch.Tensor, int]]] = {m: [] for m in layers}
+    # (input, output, output's version) of each call
 
     def keep(module: nn.Module, args: tuple[torch.Tensor, ...], output: torch.Tensor) -> None:
-        inputs[module], outputs[module] = args[0].detach(), output
+        seen[module].append((args[0].detach(), output, output._version))
 
     hooks = [m.register_forward_hook(keep) for m in layers]
     try:
@@ -147,36 +138,62 @@ def summed_gradient_powers(model: nn.Module, objective: Objective, batch: Batch,
     finally:
         for hook in hooks:
             hook.remove()
-    if any(inputs[m].dim() != 2 for m in layers):
-        raise ValueError("Linear layers fed inputs with more than one example dimension; "
-                         "summed_gradient_powers needs [examples, features] inputs")
+    if any(len(calls) != 1 for calls in seen.values()):  # a layer reused (or unused): not factorable
+        return None
+    inputs, outputs, versions = zip(*(seen[m][0] for m in layers))
+    if any(x.dim() != 2 for x in inputs) or any(
+            y._version != v or not y.requires_grad for y, v in zip(outputs, versions)):
+        return None  # fed sequences, changed in place, or cut off from the graph
     values = objective(logits, batch.allowed, target(logits.detach(), batch))
-    deltas = torch.autograd.grad(values.sum(), [outputs[m] for m in layers])
+    deltas = torch.autograd.grad(values.sum(), outputs)
     powers: dict[int, torch.Tensor] = {}
-    for layer, delta in zip(layers, deltas):
+    for layer, layer_inputs, delta in zip(layers, inputs, deltas):
         delta_power = delta.abs().pow(power)
-        powers[id(layer.weight)] = delta_power.T @ inputs[layer].abs().pow(power)
+        powers[id(layer.weight)] = delta_power.T @ layer_inputs.abs().pow(power)
         if layer.bias is not None:
             powers[id(layer.bias)] = delta_power.sum(0)
-    return [powers[id(p)] for p in model.parameters()]
+    return [powers[id(p)] for p in parameters]
+
+
+def summed_gradient_powers(model: nn.Module, objective: Objective, batch: Batch,
+                           target: Callable[[torch.Tensor, Batch], torch.Tensor], power: int,
+                           parameters: Sequence[torch.Tensor]) -> list[torch.Tensor]:
+    """``sum_n |d objective_n / d theta|^power`` for each of ``parameters`` over a batch.
+
+    ``target(logits, batch)`` gives each example's target (a label to score, sampled or not).
+    For ``nn.Linear`` networks an example's weight gradient is the outer product of its output
+    gradient delta_n and input a_n, so ``sum_n |delta_n a_n^T|^p = (|delta|^p)^T |a|^p``: one
+    backward pass and one matrix product per layer, no per-example gradient in memory. Other
+    models take ``per_example_gradients``.
+    """
+    factored = _linear_gradient_powers(model, objective, batch, target, power, parameters)
+    if factored is not None:
+        return factored
+    with torch.no_grad():
+        targets = target(model(batch.x), batch)
+    gradients = per_example_gradients(model, objective, batch.x, batch.allowed, targets, parameters)
+    return [g.abs().pow(power).sum(0) for g in gradients]
 
 
 def mean_gradient_power(model: nn.Module, batches: Iterable[Batch], objective: Objective,
-                        target: Callable[[torch.Tensor, Batch], torch.Tensor],
-                        power: int) -> list[torch.Tensor]:
+                        target: Callable[[torch.Tensor, Batch], torch.Tensor], power: int,
+                        parameters: Sequence[torch.Tensor]) -> list[torch.Tensor]:
     """``mean_n |d objective_n / d theta|^power`` over every example of ``batches``, the model
     in eval mode: the importance of EWC (power 2, the Fisher's diagonal) and MAS (power 1)."""
-    total = [torch.zeros_like(p) for p in model.parameters()]
+    total = [torch.zeros_like(p) for p in parameters]
     count = 0
     was_training = model.training
     model.eval()
-    for batch in batches:
-        for start in range(0, len(batch), PER_EXAMPLE_CHUNK):
-            chunk = Batch(*(t[start : start + PER_EXAMPLE_CHUNK] for t in
-                            (batch.x, batch.y, batch.allowed, batch.task_ids)))
-            torch._foreach_add_(total, summed_gradient_powers(model, objective, chunk, target, power))
-            count += len(chunk)
-    model.train(was_training)
+    try:
+        for batch in batches:
+            for start in range(0, len(batch), PER_EXAMPLE_CHUNK):
+                chunk = Batch(*(t[start : start + PER_EXAMPLE_CHUNK] for t in
+                                (batch.x, batch.y, batch.allowed, batch.task_ids)))
+                torch._foreach_add_(total, summed_gradient_powers(model, objective, chunk, target,
+                                                                  power, parameters))
+                count += len(chunk)
+    finally:
+        model.train(was_training)
     return torch._foreach_div(total, max(count, 1))
 
 
@@ -206,6 +223,9 @@ class SelectivePlasticity(FineTune):
         loss = masked_cross_entropy(self.model(batch.x), batch)
         self.optimizer.zero_grad()
         loss.backward()
+        for p in self.parameters:  # unused by this loss, yet still pulled by the penalty
+            if p.grad is None:
+                p.grad = torch.zeros_like(p)
         values = {"loss": loss.detach()}
         if self.penalty.terms:
             values["penalty"] = self.penalty.add_gradient_(self.penalty_scale)
@@ -226,10 +246,10 @@ class SelectivePlasticity(FineTune):
     def consolidate(self, importance: list[torch.Tensor]) -> None:
         self.penalty.reanchor(importance)
 
-    def task_batches(self, task_index: int, batch_size: int = 1000) -> Iterable[Batch]:
+    def task_batches(self, task_index: int) -> Iterable[Batch]:
         """The whole training set of task ``task_index``, with the outputs seen so far."""
-        return self.context.stream.ordered_batches(self.context.scenario, task_index, batch_size,
-                                                   seen=task_index + 1, split="train")
+        return self.context.stream.ordered_batches(self.context.scenario, task_index,
+                                                   PER_EXAMPLE_CHUNK, seen=task_index + 1, split="train")
 
     def state_dict(self) -> dict[str, Any]:
         return {**super().state_dict(), "penalty": self.penalty.state_dict()}

@@ -38,7 +38,10 @@ def _load(variant: str, data_root: str | Path | None, device: torch.device | str
             raise ValueError(f"validation is the fraction of the training set held out, in (0, 1); "
                              f"got {validation}")
         order = torch.randperm(len(data.train_labels), generator=torch.Generator().manual_seed(0))
-        held_out, kept = order[: round(validation * len(order))], order[round(validation * len(order)) :]
+        size = round(validation * len(order))
+        if size == 0:
+            raise ValueError(f"validation={validation} holds out no image; use at least {1 / len(order):.1e}")
+        held_out, kept = order[:size], order[size:]
         data = MNISTData(data.train_images[kept], data.train_labels[kept],
                          data.train_images[held_out], data.train_labels[held_out])
     return MNISTData(*(t.to(device) for t in (data.train_images, data.train_labels,

@@ -19,7 +19,7 @@ from __future__ import annotations
 
 import enum
 from dataclasses import dataclass, field
-from typing import Callable, Iterator, Sequence, Union
+from typing import Callable, Iterator, Literal, Sequence, Union
 
 import torch
 
@@ -204,7 +204,7 @@ class Stream:
 
     def ordered_batches(
         self, scenario: Scenario | str, task_index: int, batch_size: int, seen: int,
-        split: str = "test",
+        split: Literal["train", "test"] = "test",
     ) -> Iterator[Batch]:
         """Task ``task_index``'s whole ``split`` ("test" or "train") in a fixed order."""
         size = len(getattr(self.tasks[task_index], split))

@@ -38,10 +38,11 @@ def random_batch(n=12, features=6, outputs=4, seed=0, dtype=torch.float64):
 
 def looped_gradient_powers(model, objective, batch, targets, power):
     """The obvious reference: one backward pass per example."""
-    total = [torch.zeros_like(p) for p in model.parameters()]
+    parameters = [p for p in model.parameters() if p.requires_grad]
+    total = [torch.zeros_like(p) for p in parameters]
     for n in range(len(batch)):
         value = objective(model(batch.x[n : n + 1]), batch.allowed[n : n + 1], targets[n : n + 1])
-        gradients = torch.autograd.grad(value.sum(), list(model.parameters()))
+        gradients = torch.autograd.grad(value.sum(), parameters)
         total = [t + g.abs() ** power for t, g in zip(total, gradients)]
     return total
 
@@ -53,12 +54,47 @@ def test_gradient_powers_equal_a_per_example_loop(objective, power):
     batch = random_batch()
     targets = torch.randint(0, 3, (len(batch),))
     reference = looped_gradient_powers(model, objective, batch, targets, power)
-    fast = summed_gradient_powers(model, objective, batch, lambda logits, b: targets, power)
+    parameters = list(model.parameters())
+    fast = summed_gradient_powers(model, objective, batch, lambda logits, b: targets, power, parameters)
     vmapped = [g.abs().pow(power).sum(0) for g in
-               per_example_gradients(model, objective, batch.x, batch.allowed, targets)]
+               per_example_gradients(model, objective, batch.x, batch.allowed, targets, parameters)]
     for r, f, v in zip(reference, fast, vmapped):
         torch.testing.assert_close(f, r, rtol=1e-12, atol=1e-14)
         torch.testing.assert_close(v, r, rtol=1e-12, atol=1e-14)
+
+
+class ScaledLinear(torch.nn.Module):
+    """A model the linear factorisation does not cover (a free scale parameter)."""
+
+    def __init__(self):
+        super().__init__()
+        self.linear = torch.nn.Linear(6, 4).double()
+        self.scale = torch.nn.Parameter(torch.tensor(1.5, dtype=torch.float64))
+
+    def forward(self, x):
+        return self.scale * torch.tanh(self.linear(x))
+
+
+def test_other_models_and_frozen_parameters_take_the_vmap_path_with_the_same_result():
+    torch.manual_seed(0)
+    batch = random_batch()
+    targets = torch.randint(0, 3, (len(batch),))
+    model = ScaledLinear()
+    model.linear.bias.requires_grad_(False)
+    trainable = [p for p in model.parameters() if p.requires_grad]
+    reference = looped_gradient_powers(model, log_likelihood, batch, targets, 2)
+    got = summed_gradient_powers(model, log_likelihood, batch, lambda logits, b: targets, 2, trainable)
+    assert len(got) == len(reference) == 2  # weight and scale: the frozen bias is left out
+    for r, g in zip(reference, got):
+        torch.testing.assert_close(g, r, rtol=1e-12, atol=1e-14)
+
+
+def test_per_example_gradients_refuse_batch_statistics():
+    model = torch.nn.Sequential(torch.nn.Linear(6, 4), torch.nn.BatchNorm1d(4, track_running_stats=False))
+    batch = random_batch(dtype=torch.float32)
+    with pytest.raises(ValueError, match="BatchNorm1d normalises with batch statistics"):
+        per_example_gradients(model.eval(), log_likelihood, batch.x, batch.allowed, batch.y,
+                              list(model.parameters()))
 
 
 def test_summed_penalties_equal_separate_penalties_in_value_and_gradient():
@@ -99,7 +135,9 @@ def test_reanchoring_decays_old_importance_and_moves_the_anchor():
     assert penalty.anchor[0].tolist() == [3.0, 5.0]
     with torch.no_grad():
         theta[0].copy_(torch.tensor([4.0, 5.0]))
-    assert float(penalty.value()) == 3.0
+    theta[0].grad = torch.zeros(2)
+    assert float(penalty.add_gradient_(scale=1.0)) == 3.0  # 3 * (4 - 3)^2
+    assert theta[0].grad.tolist() == [6.0, 0.0]
 
 
 def conflicting_stream(n=512, seed=0):

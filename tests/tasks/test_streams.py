@@ -140,8 +140,11 @@ def test_validation_holds_out_part_of_the_training_set_as_the_test_set(data_root
     assert sum(len(t.test) for t in tuning) == 6000
     assert sum(len(t.train) for t in tuning) == 54000
     for held_out, whole in zip(tuning, full):
-        train = {bytes(image.numpy()) for image in whole.train.images}
-        assert all(bytes(image.numpy()) in train for image in held_out.test.images[:200])
+        original = {bytes(image.numpy()) for image in whole.train.images}
+        kept = {bytes(image.numpy()) for image in held_out.train.images}
+        assert all(bytes(image.numpy()) in original for image in held_out.test.images[:200])
+        leaked = sum(bytes(image.numpy()) in kept for image in held_out.test.images)
+        assert leaked <= 2  # MNIST's training set repeats a few images; nothing else may overlap
     with pytest.raises(ValueError, match="fraction of the training set"):
         split_mnist(validation=1.5, data_root=data_root)
 
@@ -150,3 +153,10 @@ def test_permuted_mnist_pads_before_permuting(data_root):
     stream = permuted_mnist(n_tasks=2, padding=2, data_root=data_root)
     assert stream[0].train.images.shape[1:] == (32, 32)
     assert stream[0].train.images[:, :2].sum() == 0  # the border is zeros
+    images = stream[0].train.images[:16]
+    plain, permuted = stream[0].inputs(images), stream[1].inputs(images)
+    assert permuted.shape == (16, 1, 32, 32)
+    # the permutation moves the 1024 padded pixels: the same values, elsewhere
+    assert torch.equal(plain.flatten(1).sort(1).values, permuted.flatten(1).sort(1).values)
+    assert not torch.equal(plain, permuted)
+    assert permuted[:, 0, :2].sum() > 0  # border zeros moved into the image, digit pixels out
