@@ -38,6 +38,15 @@ from metalearn.tasks import Scenario
 
 CONFIGS = Path(__file__).parent / "split_mnist"
 RESULTS = Path(__file__).parent / "results"
+NOTES = [
+    "Avalanche 0.6.0's SynapticIntelligence stores its weight snapshots as "
+    "param.detach().cpu().flatten(), which on the CPU is a view of the live parameter, not a copy: "
+    "its importance stays 0 and its penalty 0, so its SI run here is of an unprotected network "
+    "(and skips the copies a working SI makes). Its EWC works; its Fisher squares minibatch "
+    "(128) gradients rather than per-example ones.",
+    "The floor counts matrix products only (FlopCounterMode); the rate is the best of the "
+    "measurements taken before and after the runs, on the training step's own matmul shapes.",
+]
 # Avalanche's conventions (see the peer script): EWC has no 1/2, SI has one.
 AVALANCHE_STRENGTH = {"ewc": lambda ours: ours / 2, "si": lambda ours: 2 * ours}
 
@@ -143,7 +152,7 @@ def main() -> None:
 
     report = {"command": "python benchmarks/plasticity_speed.py", "device": platform.processor() or "cpu",
               "cpu_count": os.cpu_count(), "torch_threads": torch.get_num_threads(),
-              "torch": torch.__version__, "scenario": Scenario.CLASS.value}
+              "torch": torch.__version__, "scenario": Scenario.CLASS.value, "notes": NOTES}
     report["fisher"] = fisher_versus_loop(CONFIGS / "ewc.yaml", args.data_root)
     print(f"fisher: {report['fisher']['ours_s']:.2f} s vs per-example loop "
           f"{report['fisher']['per_example_loop_s']:.1f} s ({report['fisher']['speedup']:.0f}x)")
