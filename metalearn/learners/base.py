@@ -95,8 +95,8 @@ class Learner(abc.ABC):
 
 def adam(parameters: Iterable[torch.Tensor], lr: float,
          betas: tuple[float, float] = (0.9, 0.999)) -> torch.optim.Adam:
-    """Adam with PyTorch's fused kernel: on the CPU, where PyTorch otherwise steps one tensor
-    at a time, this cut a 2x400 MLP's optimizer step from about 1.1 ms to 0.2 ms."""
+    """Adam with PyTorch's fused kernel: on the CPU PyTorch otherwise steps one tensor at a
+    time (0.85 ms against 0.30 ms for the 2x400 MLP, benchmarks/step_breakdown.py)."""
     return torch.optim.Adam(parameters, lr=lr, betas=betas, fused=True)
 
 
