@@ -16,7 +16,9 @@ class RunResults:
     ``accuracy[i, j]`` is R[i, j], the accuracy on task j after training on tasks 0..i (NaN
     until measured); ``initial_accuracy[j]`` is b[j], before any training. For episodic tasks
     ``interval[i, j]`` is the half-width of the 95% confidence interval of R[i, j].
-    ``curves`` maps a training quantity to (global step, value) points.
+    ``curves`` maps a training quantity to (global step, value) points; ``task_values`` maps
+    a quantity a learner reports after each task (e.g. PackNet's capacity used) to its value
+    per task (NaN until reported).
     """
 
     benchmark: str
@@ -30,6 +32,7 @@ class RunResults:
     interval: np.ndarray | None = None
     metrics: dict[str, float] = field(default_factory=dict)
     curves: dict[str, list[tuple[int, float]]] = field(default_factory=dict)
+    task_values: dict[str, list[float]] = field(default_factory=dict)
     timings: dict[str, float] = field(default_factory=dict)
     completed_tasks: int = 0
 
@@ -68,4 +71,6 @@ class RunResults:
             values[key] = array(values.get(key))
         values["curves"] = {k: [tuple(p) for p in v] for k, v in values.get("curves", {}).items()}
         values["metrics"] = {k: math.nan if v is None else v for k, v in values.get("metrics", {}).items()}
+        values["task_values"] = {k: [math.nan if x is None else x for x in v]
+                                 for k, v in values.get("task_values", {}).items()}
         return cls(**values)

@@ -4,7 +4,8 @@ The training loop and the evaluation belong to the protocol; a learner says only
 special about it. For each task of a stream the protocol calls ``begin_task``, then
 ``train_step`` once per training step, then ``end_task``, and evaluates every task with
 ``predict`` (classification tasks: logits over the model's outputs) or ``predict_episodes``
-(few-shot tasks: adapt on each episode's support set, return logits for its queries).
+(few-shot tasks: adapt on each episode's support set, return logits for its queries), then
+asks it for a ``report`` of the task (numbers and images to keep with the run).
 """
 
 from __future__ import annotations
@@ -76,6 +77,15 @@ class Learner(abc.ABC):
 
     def end_task(self, task_index: int) -> None:
         """Called after training on task ``task_index``, before it is evaluated."""
+
+    def report(self, task_index: int) -> dict[str, float | torch.Tensor]:
+        """What the learner shows after task ``task_index`` was trained and evaluated.
+
+        Numbers (e.g. PackNet's capacity used) are kept per task in the run's results; image
+        batches [n, C, H, W] in [0, 1] (e.g. a generator's samples) are saved as a grid in the
+        run folder and logged to wandb. Draw no randomness from the global generator here.
+        """
+        return {}
 
     def predict(self, x: torch.Tensor, task_index: int | None) -> torch.Tensor:
         """Logits [b, outputs] for classification inputs; ``task_index`` only in task-IL."""

@@ -1,7 +1,8 @@
 """The one training and evaluation loop every learner runs through.
 
 For a stream of T tasks: evaluate every task before training (b), then for each task i train
-on it, evaluate all T tasks (row i of R, tasks not seen yet included), checkpoint, report.
+on it, evaluate all T tasks (row i of R, tasks not seen yet included), record what the learner
+reports (numbers and images), checkpoint, report to the tracker.
 The loop is the same for continual streams and few-shot benchmarks (a stream of one episodic
 task); only how a task is trained on and scored differs, and that is decided by the task's
 kind, never by the learner's name.
@@ -98,12 +99,15 @@ class Protocol:
                 if results.interval is not None:
                     results.interval[i, j] = interval
             results.timings[f"eval_s/task_{i}"] = time.perf_counter() - start
+            images = self._record_report(i, results)
             results.completed_tasks = i + 1
             save_checkpoint(checkpoint, {
                 "learner": self.learner.state_dict(), "results": results.to_dict(),
                 "rng": torch.get_rng_state(), "global_step": global_step,
             })
             self.tracker.log_task(i, results)
+            if images:
+                self.tracker.log_images(i, images)
 
         results.metrics = self._metrics(results)
         return results
@@ -142,6 +146,17 @@ class Protocol:
             return iter(lambda: sampler.sample(s.meta_batch_size), None)
         return self.stream.train_batches(self.scenario, [i], s.batch_size,
                                          derive_generator(self.seed, i, TRAIN_BATCHES), seen=i + 1)
+
+    def _record_report(self, i: int, results: RunResults) -> dict[str, np.ndarray]:
+        """Store the numbers of the learner's report after task i; return its images."""
+        images = {}
+        for name, value in self.learner.report(i).items():
+            if isinstance(value, torch.Tensor) and value.dim() == 4:
+                images[name] = value.detach().float().clamp(0, 1).cpu().numpy()
+            else:
+                per_task = results.task_values.setdefault(name, [math.nan] * len(self.stream))
+                per_task[i] = float(value)
+        return images
 
     @torch.no_grad()
     def evaluate(self, j: int, seen: int) -> tuple[float, float | None]:

@@ -9,6 +9,8 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any, Sequence
 
+import numpy as np
+
 from metalearn.results import RunResults
 
 
@@ -25,6 +27,9 @@ class Tracker:
 
     def log_task(self, task_index: int, results: RunResults) -> None:
         """After task ``task_index`` was trained and every task evaluated (-1: the initial b)."""
+
+    def log_images(self, task_index: int, images: dict[str, np.ndarray]) -> None:
+        """Images a learner showed after task ``task_index``: name -> [n, C, H, W] in [0, 1]."""
 
     def finish(self, results: RunResults) -> None:
         """At the end of a run, also one that stopped early (then ``results`` is partial)."""
@@ -52,6 +57,10 @@ class Trackers(Tracker):
     def log_task(self, task_index: int, results: RunResults) -> None:
         for tracker in self.trackers:
             tracker.log_task(task_index, results)
+
+    def log_images(self, task_index: int, images: dict[str, np.ndarray]) -> None:
+        for tracker in self.trackers:
+            tracker.log_images(task_index, images)
 
     def finish(self, results: RunResults) -> None:
         for tracker in self.trackers:

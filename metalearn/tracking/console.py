@@ -134,6 +134,8 @@ class ConsoleReporter(Tracker):
         self.console.print(
             f"after task {task_index} ({results.task_names[task_index]}), {task_index + 1} of {T}: "
             f"mean accuracy {_percent(seen)}% on seen tasks, {_percent(_mean(row))}% on all"
+            + "".join(f"; {name} {per_task[task_index]:.4g}"
+                      for name, per_task in results.task_values.items())
         )
 
     def finish(self, results: RunResults) -> None:

@@ -81,3 +81,30 @@ def plot_learning_curves(results: RunResults, path: Path,
     figure.axes[0].set_title(_title(results), fontsize=9)
     figure.savefig(path, dpi=110)
     return Path(path)
+
+
+def image_grid(images: np.ndarray, padding: int = 2) -> np.ndarray:
+    """[n, C, H, W] images in [0, 1] tiled into one [rows*(H+p), cols*(W+p), C] array (near
+    square), C being 1 or 3; empty cells stay black."""
+    n, channels, height, width = images.shape
+    cols = int(np.ceil(np.sqrt(n)))
+    rows = int(np.ceil(n / cols))
+    grid = np.zeros((rows * (height + padding) + padding, cols * (width + padding) + padding,
+                     channels), dtype=np.float32)
+    for k, image in enumerate(images):
+        top = padding + (k // cols) * (height + padding)
+        left = padding + (k % cols) * (width + padding)
+        grid[top : top + height, left : left + width] = image.transpose(1, 2, 0)
+    return grid
+
+
+def save_image_grid(images: np.ndarray, path: Path, title: str) -> Path:
+    """Save ``images`` ([n, C, H, W] in [0, 1]) as one grid figure, titled."""
+    grid = image_grid(images)
+    figure = _figure(6, 6.4)
+    axes = figure.add_subplot()
+    axes.imshow(grid[..., 0] if grid.shape[-1] == 1 else grid, cmap="gray", vmin=0, vmax=1)
+    axes.set_axis_off()
+    axes.set_title(title, fontsize=9)
+    figure.savefig(path, dpi=110)
+    return Path(path)

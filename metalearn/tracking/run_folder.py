@@ -1,4 +1,5 @@
-"""The run folder: config.yaml, environment.json, results.json and two figures.
+"""The run folder: config.yaml, environment.json, results.json, two figures, and the images a
+learner showed after each task (``images/<name>_task_<i>.png``).
 
 results.json is rewritten after every task through a temporary file, so a run killed at any
 moment leaves the results of its completed tasks, never a half-written file.
@@ -16,7 +17,7 @@ import yaml
 from metalearn.files import atomic_write_text
 from metalearn.results import RunResults
 from metalearn.tracking.base import Tracker
-from metalearn.tracking.plots import plot_accuracy_matrix, plot_learning_curves
+from metalearn.tracking.plots import plot_accuracy_matrix, plot_learning_curves, save_image_grid
 
 RESULTS_FILE = "results.json"
 
@@ -44,6 +45,15 @@ class RunFolder(Tracker):
         if task_index >= 0 and self._global_step:
             self._task_ends.append(self._global_step)
         self._write_results(results)
+
+    def log_images(self, task_index: int, images: dict[str, np.ndarray]) -> None:
+        if self.run_dir is None:
+            raise RuntimeError("RunFolder.start must be called before images are logged")
+        folder = self.run_dir / "images"
+        folder.mkdir(exist_ok=True)
+        for name, batch in images.items():
+            save_image_grid(batch, folder / f"{name}_task_{task_index}.png",
+                            f"{name} after task {task_index}")
 
     def finish(self, results: RunResults) -> None:
         if self.run_dir is None:  # the run failed before it started

@@ -20,7 +20,7 @@ import numpy as np
 
 from metalearn.results import RunResults
 from metalearn.tracking.base import Tracker
-from metalearn.tracking.plots import plot_accuracy_matrix
+from metalearn.tracking.plots import image_grid, plot_accuracy_matrix
 
 MODES = ("auto", "online", "offline", "disabled")
 _ENV_MODES = {"online": "online", "run": "online", "offline": "offline", "dryrun": "offline",
@@ -113,7 +113,8 @@ class WandbTracker(Tracker):
             self.run.define_metric("global_step")
             self.run.define_metric("train/*", step_metric="global_step")
             self.run.define_metric("task")
-            self.run.define_metric("eval/*", step_metric="task")
+            for section in ("eval", "learner", "images"):
+                self.run.define_metric(f"{section}/*", step_metric="task")
         except Exception as error:  # wandb must never fail a run
             self._give_up("start", error)
 
@@ -138,9 +139,23 @@ class WandbTracker(Tracker):
             if results.interval is not None:
                 values.update({f"eval/ci95_task_{j}": _plain(v)
                                for j, v in enumerate(results.interval[task_index])})
+            values.update({f"learner/{name}": _plain(per_task[task_index])
+                           for name, per_task in results.task_values.items()})
         values = {k: v for k, v in values.items() if v is not None}
         name = _run_name(results.learner, results.scenario, results.seed)
         self._call("log", lambda: self._log_task(values, task_index, name))
+
+    def log_images(self, task_index: int, images: dict[str, np.ndarray]) -> None:
+        if self.run is None:
+            return
+
+        def log() -> None:
+            import wandb
+
+            self.run.log({**{f"images/{name}": wandb.Image(image_grid(batch), caption=name)
+                             for name, batch in images.items()}, "task": task_index})
+
+        self._call("log images", log)
 
     def finish(self, results: RunResults) -> None:
         if self.run is None:

@@ -22,6 +22,7 @@ def partial_results() -> RunResults:
     results.completed_tasks = 2
     results.curves["loss"] = [(10, 1.5), (20, 0.7), (30, 0.4), (40, 0.3)]
     results.curves["grad_norm"] = [(10, 3.0), (20, 2.0), (30, 2.5), (40, 1.0)]
+    results.task_values["capacity_used"] = [0.5, 0.75, float("nan")]
     return results
 
 
@@ -30,6 +31,7 @@ def complete(results: RunResults) -> RunResults:
     results.accuracy[2] = [0.5, 0.7, 0.97]
     results.completed_tasks = 3
     results.curves["loss"] += [(50, 0.9), (60, 0.2)]
+    results.task_values["capacity_used"][2] = 0.875
     results.metrics = {"acc": 0.7233, "bwt": -0.385, "forgetting": 0.42}
     return results
 

@@ -7,10 +7,12 @@ import sys
 from pathlib import Path
 
 import numpy as np
+import pytest
 from PIL import Image
 
 from metalearn.results import RunResults
 from metalearn.tracking import plot_accuracy_matrix, plot_learning_curves
+from metalearn.tracking.plots import image_grid
 
 
 def assert_png_with_content(path: Path) -> np.ndarray:
@@ -68,3 +70,14 @@ tracking.plot_learning_curves(results, {str(tmp_path / "c.png")!r})
 assert "matplotlib.pyplot" not in sys.modules, "pyplot was imported"
 """
     subprocess.run([sys.executable, "-c", script], check=True)
+
+
+def test_image_grid_tiles_images_row_by_row_in_a_near_square() -> None:
+    images = np.stack([np.full((1, 3, 2), k / 10) for k in range(1, 6)])  # 5 flat images
+    grid = image_grid(images, padding=1)
+    assert grid.shape == (2 * 4 + 1, 3 * 3 + 1, 1)  # 5 images: 2 rows of 3 columns
+    for k in range(5):
+        top, left = 1 + (k // 3) * 4, 1 + (k % 3) * 3
+        assert np.all(grid[top : top + 3, left : left + 2, 0] == np.float32((k + 1) / 10))
+    assert np.all(grid[5:8, 7:9] == 0)  # the sixth cell is empty
+    assert grid.sum() == pytest.approx(sum(6 * (k + 1) / 10 for k in range(5)))

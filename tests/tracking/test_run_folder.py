@@ -22,6 +22,9 @@ def assert_same(loaded: RunResults, expected: RunResults) -> None:
     for name in ("benchmark", "learner", "scenario", "seed", "task_names", "test_sizes",
                  "interval", "metrics", "curves", "timings", "completed_tasks"):
         assert getattr(loaded, name) == getattr(expected, name), name
+    assert loaded.task_values.keys() == expected.task_values.keys()
+    for name, values in expected.task_values.items():
+        np.testing.assert_array_equal(loaded.task_values[name], values)  # NaN where unreported
 
 
 def test_a_whole_run_leaves_every_file(tmp_path: Path, drive) -> None:
@@ -75,3 +78,14 @@ def test_episodic_intervals_round_trip(tmp_path: Path) -> None:
 def test_loading_a_folder_without_results_says_so(tmp_path: Path) -> None:
     with pytest.raises(FileNotFoundError, match="results.json does not exist"):
         load_results(tmp_path)
+
+
+def test_images_a_learner_shows_are_saved_per_task(tmp_path: Path, partial) -> None:
+    folder = RunFolder()
+    folder.start(tmp_path, CONFIG, ENVIRONMENT, total_steps=60)
+    samples = np.random.default_rng(0).random((10, 1, 8, 8))
+    folder.log_images(0, {"samples": samples})
+    folder.log_images(1, {"samples": samples, "reconstructions": samples})
+    saved = sorted(p.name for p in (tmp_path / "images").iterdir())
+    assert saved == ["reconstructions_task_1.png", "samples_task_0.png", "samples_task_1.png"]
+    assert all((tmp_path / "images" / name).read_bytes().startswith(PNG) for name in saved)

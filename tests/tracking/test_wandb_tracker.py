@@ -66,6 +66,19 @@ def test_offline_run_holds_config_training_evaluation_and_summary(tmp_path: Path
     assert found["exit_code"] == 0 and wandb.run is None
 
 
+def test_learner_values_and_images_are_logged_against_the_task(tmp_path: Path, partial) -> None:
+    tracker = WandbTracker(mode="offline")
+    tracker.start(tmp_path, CONFIG, {}, total_steps=60)
+    tracker.log_task(0, partial)
+    tracker.log_images(0, {"samples": np.random.default_rng(0).random((4, 1, 6, 6))})
+    tracker.finish(partial)
+    found = logged(tmp_path)
+    after_task = [row for row in found["history"] if row.get("task") == 0]
+    assert after_task[0]["learner/capacity_used"] == 0.5
+    assert after_task[1]["images/samples/_type"] == "image-file"
+    assert found["metrics"]["learner/*"] == "task" and found["metrics"]["images/*"] == "task"
+
+
 def test_a_partial_run_is_renamed_from_its_results_and_exits_failed(tmp_path: Path, partial) -> None:
     tracker = WandbTracker(mode="offline")
     config = {**CONFIG, "scenario": None}  # the benchmark chose the scenario, not the config
