@@ -12,6 +12,10 @@ ACC, BWT, FWT and forgetting, ACC beside the published value) is printed and wri
         --published benchmarks/split_mnist/published.yaml \\
         --out benchmarks/results/split_mnist_baselines
 
+Rows are named by their config file's stem (``dgr_distill.yaml`` -> ``dgr_distill``), so one
+learner with different options makes several rows; published values and tuned options are
+looked up by that name.
+
 Tuning: ``--grid learner.options.strength=1e5,1e6`` runs every grid point (on a validation
 split with ``--set benchmark.options.validation=0.1``) and ``--write-best FILE`` records the
 best point per learner and scenario; ``--tuned FILE`` applies those options to later runs.
@@ -55,7 +59,7 @@ def tuned_overrides(tuned: dict, learner: str, scenario: str | None) -> list[str
     return [f"learner.options.{key}={value}" for key, value in options.items()]
 
 
-def run_all(args: argparse.Namespace) -> list[tuple[RunResults, dict[str, str]]]:
+def run_all(args: argparse.Namespace) -> list[tuple[RunResults, str, dict[str, str]]]:
     done = args.out / "runs"
     done.mkdir(parents=True, exist_ok=True)
     tuned = yaml.safe_load(args.tuned.read_text()) if args.tuned else {}
@@ -64,19 +68,20 @@ def run_all(args: argparse.Namespace) -> list[tuple[RunResults, dict[str, str]]]
             args.configs, args.scenarios or [None], grid_points(args.grid), args.seeds):
         overrides = [f"seed={seed}", f"wandb.mode={args.wandb}", f"output_dir={args.runs}",
                      *([f"scenario={scenario}"] if scenario else []), *args.overrides]
-        learner = load_config(config_path, overrides).learner.name
-        overrides += [*tuned_overrides(tuned, learner, scenario),
+        label = config_path.stem
+        overrides += [*tuned_overrides(tuned, label, scenario),
                       *(f"{key}={value}" for key, value in point.items())]
         config = load_config(config_path, overrides)
         tag = "".join(f"-{key.rsplit('.', 1)[-1]}={value}" for key, value in point.items())
-        name = f"{learner}-{scenario or 'fewshot'}{tag}-seed{seed}"
+        name = f"{label}-{scenario or 'fewshot'}{tag}-seed{seed}"
         settings = yaml.safe_dump(config.model_dump(mode="json", exclude={"output_dir", "wandb"}))
         if (done / f"{name}.json").exists():
             stored = done / f"{name}.yaml"
             if stored.exists() and stored.read_text() != settings:
                 raise SystemExit(f"{done / name}.json was run with another config than this one "
                                  f"(see {stored}); delete it or choose another --out")
-            results.append((RunResults.from_dict(json.loads((done / f"{name}.json").read_text())), point))
+            results.append((RunResults.from_dict(json.loads((done / f"{name}.json").read_text())),
+                            label, point))
             continue
         run_dir = Path(config.output_dir) / config.benchmark.name / name
         start = time.perf_counter()
@@ -85,14 +90,14 @@ def run_all(args: argparse.Namespace) -> list[tuple[RunResults, dict[str, str]]]
         (done / f"{name}.json").write_text(json.dumps(result.to_dict(), indent=2) + "\n")
         (done / f"{name}.yaml").write_text(settings)
         shutil.copyfile(run_dir / "accuracy_matrix.png", done / f"{name}.png")
-        results.append((result, point))
+        results.append((result, label, point))
     return results
 
 
-def summarize(results: list[tuple[RunResults, dict[str, str]]], published: dict) -> list[dict]:
+def summarize(results: list[tuple[RunResults, str, dict[str, str]]], published: dict) -> list[dict]:
     groups: dict[tuple, list[RunResults]] = {}
-    for result, point in results:
-        groups.setdefault((result.learner, result.scenario, tuple(point.items())), []).append(result)
+    for result, label, point in results:
+        groups.setdefault((label, result.scenario, tuple(point.items())), []).append(result)
     rows = []
     for (learner, scenario, point), runs in groups.items():
         reference = published.get(learner, {}).get(scenario or "fewshot")

@@ -8,18 +8,21 @@ import torch
 from torch import nn
 
 
+def relu_layers(sizes: Sequence[int]) -> list[nn.Module]:
+    """Linear+ReLU layers through ``sizes`` (input width first)."""
+    layers: list[nn.Module] = []
+    for width, size in zip(sizes, sizes[1:]):
+        layers += [nn.Linear(width, size), nn.ReLU()]
+    return layers
+
+
 class MLP(nn.Module):
     """Flatten, then ``len(hidden)`` Linear+ReLU layers, then a linear output layer."""
 
     def __init__(self, in_features: int, n_outputs: int, hidden: Sequence[int] = (400, 400)) -> None:
         super().__init__()
-        layers: list[nn.Module] = [nn.Flatten()]
-        width = in_features
-        for size in hidden:
-            layers += [nn.Linear(width, size), nn.ReLU()]
-            width = size
-        self.features = nn.Sequential(*layers)
-        self.head = nn.Linear(width, n_outputs)
+        self.features = nn.Sequential(nn.Flatten(), *relu_layers([in_features, *hidden]))
+        self.head = nn.Linear(hidden[-1] if hidden else in_features, n_outputs)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         return self.head(self.features(x))

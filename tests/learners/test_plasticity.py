@@ -249,7 +249,7 @@ def test_mas_importance_is_the_mean_absolute_gradient_of_the_squared_output_norm
 
 @pytest.mark.parametrize("name", PLASTICITY)
 def test_resume_after_a_kill_in_task_three_gives_the_uninterrupted_result(name, tiny_config, tmp_path,
-                                                                         monkeypatch):
+                                                                         killed_and_resumed):
     options = {"strength": STRONG[name]}
     config = load_config(tiny_config(learner={"name": name, "options": options},
                                      scenario="domain", protocol__steps_per_task=30))
@@ -259,19 +259,5 @@ def test_resume_after_a_kill_in_task_three_gives_the_uninterrupted_result(name, 
                       run_dir=tmp_path / "unprotected")
     assert not np.array_equal(reference.accuracy, unprotected.accuracy)  # the penalty shows in R
 
-    learner_class = get_learner(name)
-    original = learner_class.train_step
-    calls = {"n": 0}
-
-    def killed_in_task_three(self, batch):
-        calls["n"] += 1
-        if calls["n"] == 2 * 30 + 12:  # step 12 of task index 2
-            raise KeyboardInterrupt
-        return original(self, batch)
-
-    monkeypatch.setattr(learner_class, "train_step", killed_in_task_three)
-    with pytest.raises(KeyboardInterrupt):
-        run(config, run_dir=tmp_path / "killed")
-    resumed = run(config, run_dir=tmp_path / "killed", resume=True)
-    assert calls["n"] == 2 * 30 + 12 + 3 * 30, "the resumed run did not start from task 3"
+    resumed = killed_and_resumed(config)
     assert np.array_equal(resumed.accuracy, reference.accuracy)
