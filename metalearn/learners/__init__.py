@@ -1,11 +1,13 @@
 """Learners: one file each, registered by name. ``metalearn list`` shows them all."""
 
 from metalearn.learners import (  # noqa: F401  (registers them)
+    dgr,
     ewc,
     finetune,
     joint,
     mas,
     online_ewc,
+    packnet,
     pretrain_finetune,
     si,
 )
