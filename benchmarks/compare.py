@@ -12,7 +12,8 @@ ACC, BWT, FWT and forgetting, ACC beside the published value) is printed and wri
         --published benchmarks/split_mnist/published.yaml \\
         --out benchmarks/results/split_mnist_baselines
 
-Rows are named by their config file's stem (``dgr_distill.yaml`` -> ``dgr_distill``), so one
+A learner is skipped in the scenarios it does not support (PackNet: task-IL only). Rows are
+named by their config file's stem (``dgr_distill.yaml`` -> ``dgr_distill``), so one
 learner with different options makes several rows; published values and tuned options are
 looked up by that name.
 
@@ -39,6 +40,7 @@ from rich.table import Table
 
 from metalearn.cli.config import load_config
 from metalearn.cli.runner import run
+from metalearn.learners import get_learner
 from metalearn.results import RunResults
 
 METRICS = ("acc", "bwt", "fwt", "forgetting")
@@ -66,12 +68,17 @@ def run_all(args: argparse.Namespace) -> list[tuple[RunResults, str, dict[str, s
     results = []
     for config_path, scenario, point, seed in itertools.product(
             args.configs, args.scenarios or [None], grid_points(args.grid), args.seeds):
+        scenario = scenario or yaml.safe_load(config_path.read_text()).get("scenario")
         overrides = [f"seed={seed}", f"wandb.mode={args.wandb}", f"output_dir={args.runs}",
                      *([f"scenario={scenario}"] if scenario else []), *args.overrides]
         label = config_path.stem
         overrides += [*tuned_overrides(tuned, label, scenario),
                       *(f"{key}={value}" for key, value in point.items())]
         config = load_config(config_path, overrides)
+        supported = {s.value for s in get_learner(config.learner.name).scenarios}
+        if scenario is not None and scenario not in supported:
+            print(f"skipping {label} in {scenario}-IL: it supports {sorted(supported)} only")
+            continue
         tag = "".join(f"-{key.rsplit('.', 1)[-1]}={value}" for key, value in point.items())
         name = f"{label}-{scenario or 'fewshot'}{tag}-seed{seed}"
         settings = yaml.safe_dump(config.model_dump(mode="json", exclude={"output_dir", "wandb"}))
@@ -151,7 +158,8 @@ def table(rows: list[dict]) -> Table:
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("configs", nargs="+", type=Path)
-    parser.add_argument("--scenarios", nargs="*", default=[])
+    parser.add_argument("--scenarios", nargs="*", default=[],
+                        help="run every config in each of these (default: each config's own)")
     parser.add_argument("--seeds", nargs="+", type=int, default=[0, 1, 2])
     parser.add_argument("--published", type=Path, help="YAML: learner -> scenario -> ACC (%)")
     parser.add_argument("--out", type=Path, required=True)
