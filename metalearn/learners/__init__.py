@@ -5,10 +5,13 @@ from metalearn.learners import (  # noqa: F401  (registers them)
     ewc,
     finetune,
     joint,
+    maml,
     mas,
+    meta_sgd,
     online_ewc,
     packnet,
     pretrain_finetune,
+    reptile,
     si,
 )
 from metalearn.learners.base import (

@@ -1,0 +1,249 @@
+"""Meta-training iterations per second of second-order MAML: ours (vmap and loop) against
+learn2learn's MAML wrapper, higher's innerloop_ctx and TorchOpt's MetaSGD.
+
+Omniglot 5-way 1-shot, 15 queries per class, Conv4, meta-batch 32, one inner SGD step at 0.4,
+outer Adam 1e-3 (Finn et al. 2017). Every implementation starts from the same weights and gets
+the same episodes; their first meta-gradients are compared with ours (loop) before any timing,
+and one that disagrees is reported and not timed. The result goes to benchmarks/results/ with
+the machine, FLOPs per iteration (counted by PyTorch's FlopCounterMode) and the achieved rate
+against a measured matrix-multiply peak.
+
+    python benchmarks/maml_speed.py --iterations 20            # CPU or GPU, whichever is there
+    python benchmarks/maml_speed.py --device cpu --threads 2 --iterations 5
+"""
+
+from __future__ import annotations
+
+import argparse
+import copy
+import json
+import platform
+import shlex
+import sys
+import time
+from pathlib import Path
+from typing import Callable
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+from torch.utils.flop_counter import FlopCounterMode
+
+from metalearn.learners import LearnerContext, adam
+from metalearn.learners.maml import MAML
+from metalearn.models import Conv4
+from metalearn.tasks import EpisodeBatch, EpisodeSampler, omniglot_few_shot
+
+RESULTS = Path(__file__).parent / "results"
+INNER_LR, OUTER_LR = 0.4, 1e-3
+AGREEMENT = 1e-4  # largest error of a meta-gradient, relative to its norm, in float32
+
+MetaStep = Callable[[EpisodeBatch], None]  # accumulates one meta-batch's meta-gradient into .grad
+
+
+def ours(model: nn.Module, steps: int, batching: str, device: torch.device) -> MetaStep:
+    learner = MAML(model, MAML.Options(inner_lr=INNER_LR, inner_steps=steps, batching=batching),
+                   LearnerContext(None, None, device, 0))
+    return learner.meta_gradient
+
+
+def learn2learn(model: nn.Module, steps: int) -> MetaStep:
+    """learn2learn's documented loop: clone, adapt on the support loss, backward the query loss."""
+    import learn2learn as l2l
+
+    maml = l2l.algorithms.MAML(model, lr=INNER_LR, first_order=False)
+
+    def meta_step(batch: EpisodeBatch) -> None:
+        for i in range(len(batch)):
+            learner = maml.clone()
+            for _ in range(steps):
+                learner.adapt(F.cross_entropy(learner(batch.support_x[i]), batch.support_y[i]))
+            (F.cross_entropy(learner(batch.query_x[i]), batch.query_y[i]) / len(batch)).backward()
+
+    return meta_step
+
+
+def higher_ctx(model: nn.Module, steps: int) -> MetaStep:
+    """higher's innerloop_ctx with a differentiable SGD, one episode at a time."""
+    import higher
+
+    inner = torch.optim.SGD(model.parameters(), lr=INNER_LR)
+
+    def meta_step(batch: EpisodeBatch) -> None:
+        for i in range(len(batch)):
+            with higher.innerloop_ctx(model, inner, copy_initial_weights=False) as (fmodel, diffopt):
+                for _ in range(steps):
+                    diffopt.step(F.cross_entropy(fmodel(batch.support_x[i]), batch.support_y[i]))
+                (F.cross_entropy(fmodel(batch.query_x[i]), batch.query_y[i]) / len(batch)).backward()
+
+    return meta_step
+
+
+def torchopt_meta_sgd(model: nn.Module, steps: int) -> MetaStep:
+    """TorchOpt's MAML example: MetaSGD steps on the module, its state restored after each task."""
+    import torchopt
+
+    inner = torchopt.MetaSGD(model, lr=INNER_LR)
+
+    def meta_step(batch: EpisodeBatch) -> None:
+        model_state = torchopt.extract_state_dict(model, by="reference", detach_buffers=True)
+        inner_state = torchopt.extract_state_dict(inner, by="reference")
+        losses = []
+        for i in range(len(batch)):
+            for _ in range(steps):
+                inner.step(F.cross_entropy(model(batch.support_x[i]), batch.support_y[i]))
+            losses.append(F.cross_entropy(model(batch.query_x[i]), batch.query_y[i]))
+            torchopt.recover_state_dict(model, model_state)
+            torchopt.recover_state_dict(inner, inner_state)
+        torch.stack(losses).mean().backward()
+
+    return meta_step
+
+
+def build(name: str, model: nn.Module, steps: int, device: torch.device) -> MetaStep:
+    if name.startswith("ours-"):
+        return ours(model, steps, name.removeprefix("ours-"), device)
+    peers = {"learn2learn": learn2learn, "higher": higher_ctx, "torchopt": torchopt_meta_sgd}
+    return peers[name](model, steps)
+
+
+def synchronize(device: torch.device) -> None:
+    if device.type == "cuda":
+        torch.cuda.synchronize(device)
+
+
+def meta_gradient(meta_step: MetaStep, model: nn.Module, batch: EpisodeBatch) -> list[torch.Tensor]:
+    model.zero_grad()
+    meta_step(batch)
+    return [p.grad.detach().clone() for p in model.parameters()]
+
+
+def relative_error(gradient: list[torch.Tensor], reference: list[torch.Tensor]) -> float:
+    scale = torch.cat([r.flatten() for r in reference]).norm()
+    return max(float((g - r).norm() / scale) for g, r in zip(gradient, reference))
+
+
+def time_iterations(meta_step: MetaStep, model: nn.Module, batches: list[EpisodeBatch],
+                    warmup: int, iterations: int, device: torch.device) -> dict[str, float]:
+    """Whole meta-iterations (zero_grad, meta-gradient, fused Adam step) per second."""
+    optimizer = adam(model.parameters(), OUTER_LR)
+
+    def iteration(k: int) -> None:
+        optimizer.zero_grad()
+        meta_step(batches[k % len(batches)])
+        optimizer.step()
+
+    for k in range(warmup):
+        iteration(k)
+    synchronize(device)
+    if device.type == "cuda":
+        torch.cuda.reset_peak_memory_stats(device)
+    start = time.perf_counter()
+    for k in range(iterations):
+        iteration(k)
+    synchronize(device)
+    seconds = (time.perf_counter() - start) / iterations
+    row = {"s_per_iteration": round(seconds, 4), "iterations_per_s": round(1 / seconds, 3)}
+    if device.type == "cuda":
+        row["peak_memory_mib"] = round(torch.cuda.max_memory_allocated(device) / 2**20)
+    return row
+
+
+def flops_per_iteration(meta_step: MetaStep, model: nn.Module, batch: EpisodeBatch) -> int:
+    with FlopCounterMode(display=False) as counter:
+        meta_gradient(meta_step, model, batch)
+    return counter.get_total_flops()
+
+
+def matmul_peak_gflops(device: torch.device, size: int = 4096, repeats: int = 5) -> float:
+    """Measured float32 matrix-multiply rate: the machine's practical peak for this workload."""
+    a, b = (torch.randn(size, size, device=device) for _ in range(2))
+    a @ b
+    synchronize(device)
+    start = time.perf_counter()
+    for _ in range(repeats):
+        a @ b
+    synchronize(device)
+    return 2 * size**3 * repeats / (time.perf_counter() - start) / 1e9
+
+
+def cpu_name() -> str:
+    cpuinfo = Path("/proc/cpuinfo")
+    if cpuinfo.is_file():
+        for line in cpuinfo.read_text().splitlines():
+            if line.startswith("model name"):
+                return line.split(":", 1)[1].strip()
+    return platform.processor()
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
+    parser.add_argument("--threads", type=int, help="CPU threads (default: PyTorch's)")
+    parser.add_argument("--iterations", type=int, default=20)
+    parser.add_argument("--warmup", type=int, default=2)
+    parser.add_argument("--meta-batch", type=int, default=32)
+    parser.add_argument("--n-way", type=int, default=5)
+    parser.add_argument("--inner-steps", type=int, default=1)
+    parser.add_argument("--implementations", nargs="+",
+                        default=["ours-vmap", "ours-loop", "learn2learn", "higher", "torchopt"])
+    parser.add_argument("--out", type=Path)
+    args = parser.parse_args()
+    if args.threads:
+        torch.set_num_threads(args.threads)
+    device = torch.device(args.device)
+
+    train = omniglot_few_shot("maml", device=device)[0].train
+    sampler = EpisodeSampler(train, args.n_way, 1, 15, seed=0)
+    batches = [sampler.sample(args.meta_batch) for _ in range(4)]
+    torch.manual_seed(0)
+    initial = Conv4(args.n_way).to(device)
+
+    reference_model = copy.deepcopy(initial)
+    reference_step = build("ours-loop", reference_model, args.inner_steps, device)
+    reference = meta_gradient(reference_step, reference_model, batches[0])
+    flops = flops_per_iteration(reference_step, reference_model, batches[0])
+    peak = matmul_peak_gflops(device)
+
+    rows = {}
+    for name in args.implementations:
+        model = copy.deepcopy(initial)
+        try:
+            meta_step = build(name, model, args.inner_steps, device)
+        except ImportError as error:
+            rows[name] = {"skipped": f"not installed: {error}"}
+            continue
+        error = relative_error(meta_gradient(meta_step, model, batches[0]), reference)
+        rows[name] = {"first_meta_gradient_error": error}
+        if error > AGREEMENT:
+            rows[name]["skipped"] = f"first meta-gradient differs from ours by {error:.2e}"
+            continue
+        rows[name].update(time_iterations(meta_step, model, batches, args.warmup, args.iterations,
+                                          device))
+        rows[name]["achieved_gflops"] = round(flops / 1e9 * rows[name]["iterations_per_s"], 1)
+        print(name, rows[name], flush=True)
+
+    baseline = rows.get("learn2learn", {}).get("iterations_per_s")
+    for row in rows.values():
+        if baseline and "iterations_per_s" in row:
+            row["speedup_over_learn2learn"] = round(row["iterations_per_s"] / baseline, 2)
+    result = {
+        "command": "python " + shlex.join(sys.argv),
+        "device": str(device),
+        "device_name": torch.cuda.get_device_name(device) if device.type == "cuda" else cpu_name(),
+        "torch": torch.__version__, "threads": torch.get_num_threads(),
+        "setup": {"n_way": args.n_way, "k_shot": 1, "q_query": 15, "meta_batch": args.meta_batch,
+                  "inner_steps": args.inner_steps, "inner_lr": INNER_LR, "model": "conv4 (64 filters)"},
+        "gflop_per_iteration": round(flops / 1e9, 2),
+        "measured_matmul_peak_gflops": round(peak, 1),
+        "results": rows,
+    }
+    out = args.out or RESULTS / f"maml_speed_{device.type}.json"
+    out.parent.mkdir(parents=True, exist_ok=True)
+    out.write_text(json.dumps(result, indent=2) + "\n")
+    print(json.dumps(result, indent=2))
+    print(f"written to {out}")
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,120 @@
+"""MAML: learn an initialisation from which a few gradient steps solve a new task.
+
+Finn, Abbeel & Levine (2017), "Model-Agnostic Meta-Learning for Fast Adaptation of Deep
+Networks". For each episode of a meta-batch the inner loop takes ``inner_steps`` SGD steps on
+the support set; the meta-loss is the query loss of the adapted parameters, averaged over
+episodes, and the outer Adam step follows its exact gradient, second-order terms included.
+``first_order`` drops them (FOMAML, same paper; Nichol et al. 2018). The inner loop is
+``metalearn.learners.inner_loop``: pure torch.func functions, vmapped over episodes.
+
+Memory: second-order MAML keeps every inner step's activations and their gradient graph until
+the backward pass, so it grows linearly with ``inner_steps``; the graph is freed at the end of
+each ``train_step``.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import pydantic
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from metalearn.learners.base import EPISODIC, Learner, LearnerContext, LearnerOptions, adam
+from metalearn.learners.inner_loop import Batching, FunctionalModel, Parameters
+from metalearn.learners.registry import register
+from metalearn.tasks import EpisodeBatch
+
+
+class MAMLOptions(LearnerOptions):
+    """Defaults: the paper's Omniglot 5-way setup."""
+
+    inner_lr: float = 0.4
+    inner_steps: int = pydantic.Field(1, ge=1)
+    eval_inner_steps: int = pydantic.Field(3, ge=0)
+    first_order: bool = False
+    lr: float = 1e-3  # outer Adam
+    transductive: bool = True  # queries normalised together (see inner_loop), training and test
+    batching: Batching = "auto"
+
+
+@register
+class MAML(Learner):
+    """Model-agnostic meta-learning (second order unless ``first_order``)."""
+
+    name = "maml"
+    task_kinds = frozenset({EPISODIC})
+    Options = MAMLOptions
+
+    def __init__(self, model: nn.Module, options: MAMLOptions, context: LearnerContext) -> None:
+        super().__init__(model, options, context)
+        self.functional = FunctionalModel(self.model, options.batching, context.device)
+        self.optimizer = adam(self.meta_parameters(), options.lr)
+
+    def meta_parameters(self) -> list[torch.Tensor]:
+        """What the outer loop learns: the initialisation."""
+        return list(self.model.parameters())
+
+    def inner_lrs(self) -> dict[str, float | torch.Tensor]:
+        """The inner learning rate of each parameter, by name."""
+        return {name: self.options.inner_lr for name, _ in self.model.named_parameters()}
+
+    def adapt(self, params: Parameters, support_x: torch.Tensor, support_y: torch.Tensor,
+              steps: int) -> Parameters:
+        """``steps`` inner SGD steps from ``params`` on one episode's support set."""
+        return self.functional.sgd(params, support_x, support_y, steps, self.inner_lrs(),
+                                   self.options.first_order)
+
+    def _episode_loss(self, support_x: torch.Tensor, support_y: torch.Tensor, query_x: torch.Tensor,
+                      query_y: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """(query loss, query accuracy) of one episode after the inner loop."""
+        adapted = self.adapt(self.functional.parameters(), support_x, support_y,
+                             self.options.inner_steps)
+        logits = self.functional.query_logits(adapted, support_x, query_x, self.options.transductive)
+        return F.cross_entropy(logits, query_y), (logits.argmax(-1) == query_y).float().mean()
+
+    def meta_gradient(self, batch: EpisodeBatch) -> tuple[torch.Tensor, torch.Tensor]:
+        """Accumulate the meta-gradient of ``batch`` into ``.grad``; (mean query loss, accuracy).
+
+        A loop backpropagates episode by episode, so it holds one episode's graph at a time.
+        """
+        episodes = (batch.support_x, batch.support_y, batch.query_x, batch.query_y)
+        if self.functional.batching == "vmap":
+            losses, accuracies = self.functional.map_episodes(self._episode_loss, *episodes)
+            losses.mean().backward()
+            return losses.detach().mean(), accuracies.mean()
+        losses, accuracies = [], []
+        for i in range(len(batch)):
+            loss, accuracy = self._episode_loss(*(tensor[i] for tensor in episodes))
+            (loss / len(batch)).backward()
+            losses.append(loss.detach())
+            accuracies.append(accuracy)
+        return torch.stack(losses).mean(), torch.stack(accuracies).mean()
+
+    def train_step(self, batch: EpisodeBatch) -> dict[str, torch.Tensor]:
+        self.model.train()
+        self.optimizer.zero_grad()
+        loss, accuracy = self.meta_gradient(batch)
+        self.optimizer.step()
+        return {"loss": loss, "accuracy": accuracy}
+
+    @torch.no_grad()  # torch.func.grad still differentiates the inner loop
+    def predict_episodes(self, batch: EpisodeBatch) -> torch.Tensor:
+        """``eval_inner_steps`` inner steps on each support set, then the query logits."""
+        self.model.eval()
+        params = self.functional.parameters()
+
+        def adapt(support_x: torch.Tensor, support_y: torch.Tensor) -> Parameters:
+            return self.adapt(params, support_x, support_y, self.options.eval_inner_steps)
+
+        return self.functional.adapted_query_logits(
+            adapt, batch.support_x, batch.query_x, (batch.support_x, batch.support_y),
+            self.options.transductive)
+
+    def state_dict(self) -> dict[str, Any]:
+        return {**super().state_dict(), "optimizer": self.optimizer.state_dict()}
+
+    def load_state_dict(self, state: dict[str, Any]) -> None:
+        super().load_state_dict(state)
+        self.optimizer.load_state_dict(state["optimizer"])
