@@ -68,7 +68,7 @@ def _listing() -> str:
     learners = {
         name: {"tasks": sorted(cls.task_kinds),
                "scenarios": sorted(s.value for s in cls.scenarios) if "classification" in cls.task_kinds else [],
-               "options": {k: f.default for k, f in cls.Options.model_fields.items()}}
+               "options": cls.Options().model_dump(mode="json")}  # fresh values: no YAML aliases
         for name, cls in available_learners().items()
     }
     listing = {"learners": learners, "benchmarks": sorted(BENCHMARKS),

@@ -9,6 +9,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+import yaml
 import torch
 
 from metalearn.cli.config import ConfigError, load_config
@@ -117,9 +118,11 @@ def test_command_line_reports_config_errors_without_a_traceback(tiny_config, cap
 
 def test_list_shows_learners_benchmarks_and_scenarios(capsys):
     assert main(["list"]) == 0
-    listing = capsys.readouterr().out
-    for name in ("finetune", "joint", "pretrain_finetune", "split_mnist", "omniglot", "class"):
-        assert name in listing
+    listing = yaml.safe_load(capsys.readouterr().out)
+    assert {"finetune", "joint", "pretrain_finetune", "dgr", "packnet", "maml"} <= set(listing["learners"])
+    assert {"split_mnist", "omniglot"} <= set(listing["benchmarks"]) and "class" in listing["scenarios"]
+    assert listing["learners"]["packnet"]["scenarios"] == ["task"]
+    assert listing["learners"]["dgr"]["options"]["generator_hidden"] == [400, 400]
 
 
 def test_task_order_is_given_or_drawn_from_the_seed(tiny_config, tmp_path):
