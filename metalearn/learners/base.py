@@ -46,13 +46,18 @@ class Learner(abc.ABC):
 
     Class attributes: ``name``; ``task_kinds``, the kinds of task it trains on
     (``"classification"``, ``"episodic"``); ``scenarios``, the continual scenarios it supports;
-    ``Options``, a :class:`LearnerOptions` subclass of its hyperparameters with defaults.
+    ``Options``, a :class:`LearnerOptions` subclass of its hyperparameters with defaults;
+    ``resumes_mid_task`` (below).
     """
 
     name: ClassVar[str]
     task_kinds: ClassVar[frozenset[str]]
     scenarios: ClassVar[frozenset[Scenario]] = frozenset(Scenario)
     Options: ClassVar[type[LearnerOptions]] = LearnerOptions
+    # True if a learner restored from ``state_dict`` in the middle of a task may be given
+    # ``begin_task`` again and train on: its state holds everything of the task so far. The
+    # protocol then checkpoints inside tasks too (ProtocolSettings.checkpoint_every).
+    resumes_mid_task: ClassVar[bool] = False
 
     def __init__(self, model: nn.Module, options: LearnerOptions, context: LearnerContext) -> None:
         self.model = model.to(context.device)

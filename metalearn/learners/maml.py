@@ -46,6 +46,7 @@ class MAML(Learner):
     name = "maml"
     task_kinds = frozenset({EPISODIC})
     Options = MAMLOptions
+    resumes_mid_task = True  # all its state is in state_dict
 
     def __init__(self, model: nn.Module, options: MAMLOptions, context: LearnerContext) -> None:
         super().__init__(model, options, context)

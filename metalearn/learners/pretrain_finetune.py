@@ -36,6 +36,7 @@ class PretrainFineTune(Learner):
     name = "pretrain_finetune"
     task_kinds = frozenset({EPISODIC})
     Options = PretrainFineTuneOptions
+    resumes_mid_task = True  # all its state is in state_dict
 
     def __init__(self, model: nn.Module, options: PretrainFineTuneOptions,
                  context: LearnerContext) -> None:

@@ -80,6 +80,7 @@ class Reptile(Learner):
     name = "reptile"
     task_kinds = frozenset({EPISODIC})
     Options = ReptileOptions
+    resumes_mid_task = True  # all its state is in state_dict
 
     def __init__(self, model: nn.Module, options: ReptileOptions, context: LearnerContext) -> None:
         super().__init__(model, options, context)

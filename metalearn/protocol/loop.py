@@ -55,6 +55,9 @@ class ProtocolSettings(pydantic.BaseModel):
     eval_meta_batch_size: int = 100
     eval_seed: int = 0  # the same evaluation episodes for every learner and run seed
     log_every: int = 10  # training steps averaged into one learning-curve point
+    # Steps between checkpoints inside a task, for learners that can resume there (long
+    # one-task runs: meta-training); 0 checkpoints only after each task.
+    checkpoint_every: int = pydantic.Field(1000, ge=0)
 
 
 class NonFiniteLossError(RuntimeError):
@@ -71,27 +74,28 @@ class Protocol:
         self._evaluation_episodes: dict[int, EvaluationEpisodes] = {}
 
     def run(self, results: RunResults, run_dir: Path, resume: bool = False) -> RunResults:
-        """Train on every task not yet completed, checkpointing into ``run_dir`` after each.
+        """Train on every task not yet completed, checkpointing into ``run_dir`` after each
+        (and every ``checkpoint_every`` steps within a task, for learners that resume there).
 
         ``results`` is filled in place, so a caller holds the partial results if a run stops.
         """
         checkpoint = run_dir / "checkpoint.pt"
-        global_step = 0
+        global_step = task_step = 0
         if resume and checkpoint.is_file():
             state = load_checkpoint(checkpoint)
             self.learner.load_state_dict(state["learner"])
             vars(results).update(vars(RunResults.from_dict(state["results"])))
             torch.set_rng_state(state["rng"])
             global_step = state["global_step"]
+            task_step = state.get("task_step", 0)
         if np.isnan(results.initial_accuracy).any():
             for j in range(len(self.stream)):
                 results.initial_accuracy[j], _ = self.evaluate(j, seen=0)
             self.tracker.log_task(-1, results)
 
         for i in range(results.completed_tasks, len(self.stream)):
-            start = time.perf_counter()
-            global_step = self._train_task(i, global_step, results, run_dir)
-            results.timings[f"train_s/task_{i}"] = time.perf_counter() - start
+            global_step = self._train_task(i, task_step, global_step, results, checkpoint)
+            task_step = 0
             start = time.perf_counter()
             for j in range(len(self.stream)):
                 accuracy, interval = self.evaluate(j, seen=i + 1)
@@ -101,10 +105,7 @@ class Protocol:
             results.timings[f"eval_s/task_{i}"] = time.perf_counter() - start
             images = self._record_report(i, results)
             results.completed_tasks = i + 1
-            save_checkpoint(checkpoint, {
-                "learner": self.learner.state_dict(), "results": results.to_dict(),
-                "rng": torch.get_rng_state(), "global_step": global_step,
-            })
+            self._save(checkpoint, results, global_step)
             self.tracker.log_task(i, results)
             if images:
                 self.tracker.log_images(i, images)
@@ -112,29 +113,50 @@ class Protocol:
         results.metrics = self._metrics(results)
         return results
 
-    def _train_task(self, i: int, global_step: int, results: RunResults, run_dir: Path) -> int:
+    def _save(self, checkpoint: Path, results: RunResults, global_step: int,
+              task_step: int = 0) -> None:
+        """Everything to resume from here: after a task, or ``task_step`` steps into the next."""
+        save_checkpoint(checkpoint, {
+            "learner": self.learner.state_dict(), "results": results.to_dict(),
+            "rng": torch.get_rng_state(), "global_step": global_step, "task_step": task_step,
+        })
+
+    def _train_task(self, i: int, first_step: int, global_step: int, results: RunResults,
+                    checkpoint: Path) -> int:
+        """Train on task i from step ``first_step`` (0, or where a mid-task checkpoint left off:
+        the batches before it are drawn again and skipped, so the rest are the same)."""
+        timing = f"train_s/task_{i}"
+        before, start = results.timings.get(timing, 0.0), time.perf_counter()  # earlier sessions
         self.learner.begin_task(i)
         batches = self.learner.training_batches(i)
         if batches is None:
             batches = self._training_batches(i)
+        for _ in range(first_step):
+            next(batches)
+        steps, every = self.settings.steps_per_task, self.settings.checkpoint_every
         window: list[float] = []
-        for step in range(self.settings.steps_per_task):
+        for step in range(first_step, steps):
             values = {k: float(v) for k, v in self.learner.train_step(next(batches)).items()}
             bad = [k for k, v in values.items() if not math.isfinite(v)]
             if bad:
                 raise NonFiniteLossError(
                     f"{bad[0]} is {values[bad[0]]} at task {i} ({self.stream[i].name!r}), step "
                     f"{step}. Results of the {results.completed_tasks} completed task(s) and the "
-                    f"checkpoint after the last of them are kept in {run_dir}. Lower the "
+                    f"last checkpoint are kept in {checkpoint.parent}. Lower the "
                     "learning rate or check the inputs, then run again."
                 )
             global_step += 1
             self.tracker.log_train(i, step, global_step, values)
             window.append(values.get("loss", math.nan))
-            if len(window) == self.settings.log_every or step == self.settings.steps_per_task - 1:
+            if len(window) == self.settings.log_every or step == steps - 1:
                 results.curves.setdefault("loss", []).append((global_step, float(np.mean(window))))
                 window = []
+            if (self.learner.resumes_mid_task and every and (step + 1) % every == 0
+                    and step + 1 < steps):
+                results.timings[timing] = before + time.perf_counter() - start
+                self._save(checkpoint, results, global_step, task_step=step + 1)
         self.learner.end_task(i)
+        results.timings[timing] = before + time.perf_counter() - start  # across resumes
         return global_step
 
     def _training_batches(self, i: int) -> Iterator[Batch | EpisodeBatch]:

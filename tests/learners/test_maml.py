@@ -7,6 +7,7 @@ import gc
 import warnings
 
 import higher
+import numpy as np
 import pytest
 import torch
 import torch.nn.functional as F
@@ -235,3 +236,44 @@ def test_short_omniglot_training_beats_chance_and_fine_tuning_from_random_init(o
     before, after = short_omniglot_run(omniglot, learner, steps=300, meta_batch_size=4,
                                        run_dir=tmp_path)
     assert after > 0.75 and after > before + 0.2, (before, after)
+
+
+def test_a_run_killed_mid_task_resumes_from_the_last_checkpoint_with_the_same_result(omniglot,
+                                                                                     tmp_path):
+    """One task of 40 steps, checkpoints every 10: killed in step 28, the resumed run trains
+    steps 20-39 only and ends with the uninterrupted run's accuracy and learning curve."""
+    calls = {"n": 0}
+
+    def learner(kill_at=None):
+        torch.manual_seed(0)
+        maml = build(MAML, Conv4(5, hidden=8), lr=0.003)
+        original = maml.train_step
+
+        def counted(batch):
+            calls["n"] += 1
+            if calls["n"] == kill_at:
+                raise KeyboardInterrupt
+            return original(batch)
+
+        maml.train_step = counted
+        return maml
+
+    settings = ProtocolSettings(steps_per_task=40, checkpoint_every=10, n_way=5, k_shot=1,
+                                q_query=2, meta_batch_size=2, eval_episodes=20,
+                                eval_meta_batch_size=20)
+
+    def run(maml, run_dir, resume=False):
+        results = RunResults.empty("omniglot", "maml", None, 0, [t.name for t in omniglot],
+                                   [20], episodic=True)
+        Protocol(omniglot, None, maml, settings, 0, Trackers([])).run(results, run_dir, resume)
+        return results
+
+    reference = run(learner(), tmp_path / "reference")
+    calls["n"] = 0
+    with pytest.raises(KeyboardInterrupt):
+        run(learner(kill_at=28), tmp_path / "killed")
+    calls["n"] = 0
+    resumed = run(learner(), tmp_path / "killed", resume=True)
+    assert calls["n"] == 20, "the resumed run did not start at step 20"
+    assert np.array_equal(resumed.accuracy, reference.accuracy)
+    assert resumed.curves["loss"] == reference.curves["loss"]
