@@ -116,6 +116,9 @@ class DeepGenerativeReplay(FineTune):
         return torch.stack(losses).mean()
 
     def end_task(self, task_index: int) -> None:
+        self._freeze_teachers()
+
+    def _freeze_teachers(self) -> None:
         """Freeze copies of solver and generator: the teachers of the next tasks."""
         self.previous_solver = copy.deepcopy(self.model).eval().requires_grad_(False)
         self.previous_generator = copy.deepcopy(self.generator).eval().requires_grad_(False)
@@ -139,6 +142,6 @@ class DeepGenerativeReplay(FineTune):
         self.generator.load_state_dict(state["generator"])
         self.generator_optimizer.load_state_dict(state["generator_optimizer"])
         if "previous_solver" in state:
-            self.end_task(-1)  # copies of the right shape, then their saved weights
+            self._freeze_teachers()  # copies of the right shape, then their saved weights
             self.previous_solver.load_state_dict(state["previous_solver"])
             self.previous_generator.load_state_dict(state["previous_generator"])
