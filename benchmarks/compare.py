@@ -68,9 +68,9 @@ def run_all(args: argparse.Namespace) -> list[tuple[RunResults, str, dict[str, s
     results = []
     for config_path, scenario, point, seed in itertools.product(
             args.configs, args.scenarios or [None], grid_points(args.grid), args.seeds):
-        scenario = scenario or yaml.safe_load(config_path.read_text()).get("scenario")
         overrides = [f"seed={seed}", f"wandb.mode={args.wandb}", f"output_dir={args.runs}",
                      *([f"scenario={scenario}"] if scenario else []), *args.overrides]
+        scenario = load_config(config_path, overrides).scenario  # the config's own, if not given
         label = config_path.stem
         overrides += [*tuned_overrides(tuned, label, scenario),
                       *(f"{key}={value}" for key, value in point.items())]
@@ -81,7 +81,9 @@ def run_all(args: argparse.Namespace) -> list[tuple[RunResults, str, dict[str, s
             continue
         tag = "".join(f"-{key.rsplit('.', 1)[-1]}={value}" for key, value in point.items())
         name = f"{label}-{scenario or 'fewshot'}{tag}-seed{seed}"
-        settings = yaml.safe_dump(config.model_dump(mode="json", exclude={"output_dir", "wandb"}))
+        # what decides the results (not where they go, nor how often a run checkpoints)
+        settings = yaml.safe_dump(config.model_dump(mode="json", exclude={
+            "output_dir": True, "wandb": True, "protocol": {"checkpoint_every"}}))
         if (done / f"{name}.json").exists():
             stored = done / f"{name}.yaml"
             if stored.exists() and stored.read_text() != settings:

@@ -59,6 +59,15 @@ class ProtocolSettings(pydantic.BaseModel):
     # one-task runs: meta-training); 0 checkpoints only after each task.
     checkpoint_every: int = pydantic.Field(1000, ge=0)
 
+    @pydantic.model_validator(mode="after")
+    def _whole_curve_points(self) -> ProtocolSettings:
+        """A resumed run's learning curve is the uninterrupted one's only if checkpoints fall
+        between learning-curve points."""
+        if self.checkpoint_every % self.log_every:
+            raise ValueError(f"checkpoint_every ({self.checkpoint_every}) must be a multiple of "
+                             f"log_every ({self.log_every}), or 0")
+        return self
+
 
 class NonFiniteLossError(RuntimeError):
     """A training value became NaN or infinite; results up to the last task are kept."""
@@ -86,6 +95,8 @@ class Protocol:
             self.learner.load_state_dict(state["learner"])
             vars(results).update(vars(RunResults.from_dict(state["results"])))
             torch.set_rng_state(state["rng"])
+            if state.get("cuda_rng") and torch.cuda.is_available():
+                torch.cuda.set_rng_state_all(state["cuda_rng"])
             global_step = state["global_step"]
             task_step = state.get("task_step", 0)
         if np.isnan(results.initial_accuracy).any():
@@ -119,20 +130,21 @@ class Protocol:
         save_checkpoint(checkpoint, {
             "learner": self.learner.state_dict(), "results": results.to_dict(),
             "rng": torch.get_rng_state(), "global_step": global_step, "task_step": task_step,
+            "cuda_rng": torch.cuda.get_rng_state_all() if torch.cuda.is_initialized() else None,
         })
 
     def _train_task(self, i: int, first_step: int, global_step: int, results: RunResults,
                     checkpoint: Path) -> int:
         """Train on task i from step ``first_step`` (0, or where a mid-task checkpoint left off:
         the batches before it are drawn again and skipped, so the rest are the same)."""
-        timing = f"train_s/task_{i}"
-        before, start = results.timings.get(timing, 0.0), time.perf_counter()  # earlier sessions
         self.learner.begin_task(i)
         batches = self.learner.training_batches(i)
         if batches is None:
             batches = self._training_batches(i)
         for _ in range(first_step):
             next(batches)
+        timing = f"train_s/task_{i}"
+        before, start = results.timings.get(timing, 0.0), time.perf_counter()  # earlier sessions
         steps, every = self.settings.steps_per_task, self.settings.checkpoint_every
         window: list[float] = []
         for step in range(first_step, steps):
@@ -175,6 +187,10 @@ class Protocol:
         for name, value in self.learner.report(i).items():
             if isinstance(value, torch.Tensor) and value.dim() == 4:
                 images[name] = value.detach().float().clamp(0, 1).cpu().numpy()
+            elif isinstance(value, torch.Tensor) and value.numel() != 1:
+                raise ValueError(
+                    f"{type(self.learner).__name__}.report gave {name!r} of shape "
+                    f"{tuple(value.shape)}: report a number, or images as [n, C, H, W]")
             else:
                 per_task = results.task_values.setdefault(name, [math.nan] * len(self.stream))
                 per_task[i] = float(value)

@@ -104,6 +104,28 @@ def test_distillation_of_a_solver_that_agrees_with_its_teacher_has_zero_gradient
     assert agreeing.grad.abs().max() < 1e-7
 
 
+@pytest.mark.parametrize("task_index,weight", [(0, None), (2, 1 / 3)])
+def test_a_step_weighs_the_current_task_1_over_t_and_replay_the_rest(task_index, weight,
+                                                                     monkeypatch):
+    """With the losses replaced by constants, the solver's and the generator's losses are
+    (1/t)·current + (1 - 1/t)·replayed after t tasks; the first task replays nothing."""
+    learner = learner_at_task(task_index, Scenario.DOMAIN)
+    if task_index:
+        learner.end_task(task_index - 1)  # the frozen teachers replay comes from
+    current, replayed = torch.tensor(1.0), torch.tensor(10.0)
+    monkeypatch.setattr("metalearn.learners.dgr.masked_cross_entropy",
+                        lambda logits, batch: current + 0 * logits.sum())
+    monkeypatch.setattr(learner, "_replay_loss", lambda logits, old: replayed + 0 * logits.sum())
+    stream = learner.context.stream
+    batch = next(stream.train_batches(Scenario.DOMAIN, [task_index], 4, torch.Generator(), seen=1))
+    monkeypatch.setattr(VAE, "loss", lambda self, x: (2 * current if x is batch.x else 2 * replayed)
+                        + 0 * self.to_mean.bias.sum())
+    values = learner.train_step(batch)
+    expected = 1.0 if weight is None else weight * 1.0 + (1 - weight) * 10.0
+    assert values["loss"] == pytest.approx(expected)
+    assert values["generator_loss"] == pytest.approx(2 * expected)
+
+
 def test_replay_clearly_reduces_forgetting(tiny_config):
     """Domain-IL: without replay (fine-tuning) the old tasks are overwritten."""
     def forgetting(name, options):

@@ -1,6 +1,8 @@
 """What a learner reports after each task reaches the results (numbers) and trackers (images)."""
 
 import numpy as np
+import pydantic
+import pytest
 import torch
 
 from metalearn.learners import LearnerContext
@@ -60,3 +62,21 @@ def test_a_learner_without_a_report_adds_nothing(tmp_path):
     protocol, results, tracker = run_three_tasks(FineTune)
     protocol.run(results, tmp_path)
     assert results.task_values == {} and tracker.images == []
+
+
+def test_a_report_value_that_is_neither_a_number_nor_images_is_named(tmp_path):
+    class Vector(FineTune):
+        name = "vector_report_example"
+
+        def report(self, task_index):
+            return {"per_layer": torch.ones(3)}
+
+    protocol, results, _ = run_three_tasks(Vector)
+    with pytest.raises(ValueError, match="'per_layer' of shape \\(3,\\): report a number"):
+        protocol.run(results, tmp_path)
+
+
+def test_mid_task_checkpoints_must_fall_between_learning_curve_points():
+    with pytest.raises(pydantic.ValidationError, match="checkpoint_every \\(15\\) must be a multiple"):
+        ProtocolSettings(steps_per_task=40, log_every=10, checkpoint_every=15)
+    assert ProtocolSettings(steps_per_task=40, log_every=10, checkpoint_every=0).checkpoint_every == 0
