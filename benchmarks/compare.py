@@ -70,7 +70,8 @@ def run_all(args: argparse.Namespace) -> list[tuple[RunResults, str, dict[str, s
             args.configs, args.scenarios or [None], grid_points(args.grid), args.seeds):
         overrides = [f"seed={seed}", f"wandb.mode={args.wandb}", f"output_dir={args.runs}",
                      *([f"scenario={scenario}"] if scenario else []), *args.overrides]
-        scenario = load_config(config_path, overrides).scenario  # the config's own, if not given
+        given = load_config(config_path, overrides).scenario  # the config's own, if not given
+        scenario = given.value if given is not None else None
         label = config_path.stem
         overrides += [*tuned_overrides(tuned, label, scenario),
                       *(f"{key}={value}" for key, value in point.items())]
