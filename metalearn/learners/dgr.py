@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import copy
 
+import pydantic
 import torch
 import torch.nn.functional as F
 
@@ -31,7 +32,7 @@ SAMPLE_GRID = 3  # derive_generator key of the samples shown after each task
 class DGROptions(FineTuneOptions):
     distill: bool = False
     temperature: float = 2.0
-    generator_hidden: tuple[int, ...] = (400, 400)
+    generator_hidden: tuple[int, ...] = pydantic.Field((400, 400), min_length=1)
     latent: int = 100
     generator_lr: float = 1e-3
     samples_shown: int = 64  # generator samples saved with the run after each task
