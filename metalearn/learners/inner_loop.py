@@ -30,14 +30,14 @@ Parameters = dict[str, torch.Tensor]
 Batching = Literal["auto", "vmap", "loop"]
 
 
-def resolve_batching(batching: Batching, device: torch.device) -> Literal["vmap", "loop"]:
-    """``auto`` is the loop, on every device, until vmap is shown right on each:
+def resolve_batching(batching: Batching) -> Literal["vmap", "loop"]:
+    """``auto`` is the loop, on every device, until vmap is shown right and faster on each:
 
-    - CPU: the loop is faster (Conv4, Omniglot 5-way 1-shot, meta-batch 32, 2 threads: 1.12 s
-      per iteration against vmap's 1.70), and both give the same meta-gradient (tested);
-    - CUDA: vmap's first meta-gradient differed from the loop's by 4.4% (relative norm) on an
-      H100 with torch 2.11 (benchmarks/results/maml_speed_cuda.json), where the loop agreed
-      with ``higher`` to 7e-5. Not yet explained; ``batching: vmap`` stays available.
+    - CPU: the loop ran 0.84 s per iteration (Conv4, Omniglot 5-way 1-shot, meta-batch 32,
+      2 threads); vmap's meta-gradient there differed from the loop's by 1.7e-4 relative, over
+      the benchmark's 1e-4 threshold, so it was not timed (benchmarks/results/maml_speed_cpu.json);
+    - CUDA: vmap's first meta-gradient differed from the loop's by 4.4% on an H100 with torch
+      2.11, where the loop agreed with ``higher`` to 7e-5 (benchmarks/results/maml_speed_cuda.json).
     """
     return "loop" if batching == "auto" else batching
 
@@ -95,10 +95,10 @@ class FunctionalModel:
     """A module as pure functions of a parameter dict (logits, loss, gradient, SGD steps), and
     how to map a function over the episodes of a meta-batch."""
 
-    def __init__(self, model: nn.Module, batching: Batching, device: torch.device) -> None:
+    def __init__(self, model: nn.Module, batching: Batching) -> None:
         check_batch_statistics(model)
         self.model = model
-        self.batching = resolve_batching(batching, device)
+        self.batching = resolve_batching(batching)
 
     def map_episodes(self, function: Callable[..., Any], *episodes: torch.Tensor) -> Any:
         """``function`` of one episode's tensors, over the leading (episode) dimension of

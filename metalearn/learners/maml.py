@@ -50,7 +50,7 @@ class MAML(Learner):
 
     def __init__(self, model: nn.Module, options: MAMLOptions, context: LearnerContext) -> None:
         super().__init__(model, options, context)
-        self.functional = FunctionalModel(self.model, options.batching, context.device)
+        self.functional = FunctionalModel(self.model, options.batching)
         self.optimizer = adam(self.meta_parameters(), options.lr)
 
     def meta_parameters(self) -> list[torch.Tensor]:

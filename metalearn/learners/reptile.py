@@ -84,7 +84,7 @@ class Reptile(Learner):
 
     def __init__(self, model: nn.Module, options: ReptileOptions, context: LearnerContext) -> None:
         super().__init__(model, options, context)
-        self.functional = FunctionalModel(self.model, options.batching, context.device)
+        self.functional = FunctionalModel(self.model, options.batching)
         self.generator = derive_generator(context.seed, INNER_BATCHES)
         self.iteration = 0
 
