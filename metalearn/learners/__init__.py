@@ -7,6 +7,7 @@ from metalearn.learners import (  # noqa: F401  (registers them)
     joint,
     maml,
     mas,
+    meta_lstm,
     meta_sgd,
     online_ewc,
     packnet,
