@@ -5,6 +5,7 @@ from metalearn.learners import (  # noqa: F401  (registers them)
     ewc,
     finetune,
     joint,
+    lstm_optimizer,
     maml,
     mas,
     meta_lstm,

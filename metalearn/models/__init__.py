@@ -9,6 +9,7 @@ from __future__ import annotations
 import math
 from typing import Any
 
+import torch
 from torch import nn
 
 from metalearn.models.conv4 import Conv4
@@ -26,4 +27,17 @@ def build_model(name: str, input_shape: tuple[int, ...], n_outputs: int, **optio
         return Conv4(n_outputs, in_channels=input_shape[0], **options)
     raise ValueError(f"unknown model {name!r}; choose one of {sorted(MODELS)}")
 
-__all__ = ["Conv4", "MLP", "MODELS", "build_model"]
+
+
+def reinitialise(model: nn.Module, seed: int) -> None:
+    """Draw ``model``'s weights afresh, as its layers initialise them, from ``seed`` alone
+    (the global random state is left as it was)."""
+    devices = [p.device for p in model.parameters() if p.device.type == "cuda"][:1]
+    with torch.random.fork_rng(devices=devices):
+        torch.manual_seed(seed)
+        for module in model.modules():
+            if hasattr(module, "reset_parameters"):
+                module.reset_parameters()
+
+
+__all__ = ["Conv4", "MLP", "MODELS", "build_model", "reinitialise"]

@@ -14,7 +14,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from metalearn.models.mlp import relu_layers
+from metalearn.models.mlp import dense_layers
 
 
 class VAE(nn.Module):
@@ -27,10 +27,10 @@ class VAE(nn.Module):
         self.image_shape = tuple(image_shape)
         pixels = math.prod(self.image_shape)
         self.latent = latent
-        self.encoder = nn.Sequential(nn.Flatten(), *relu_layers([pixels, *hidden]))
+        self.encoder = nn.Sequential(nn.Flatten(), *dense_layers([pixels, *hidden]))
         self.to_mean = nn.Linear(hidden[-1], latent)
         self.to_log_variance = nn.Linear(hidden[-1], latent)
-        self.decoder = nn.Sequential(*relu_layers([latent, *reversed(hidden)]),
+        self.decoder = nn.Sequential(*dense_layers([latent, *reversed(hidden)]),
                                      nn.Linear(hidden[0], pixels))
 
     def loss(self, x: torch.Tensor) -> torch.Tensor:

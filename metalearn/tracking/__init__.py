@@ -7,7 +7,7 @@ so results can be reported and compared without the protocol.
 
 from metalearn.tracking.base import Tracker, Trackers
 from metalearn.tracking.console import ConsoleReporter, comparison_table, results_table
-from metalearn.tracking.plots import plot_accuracy_matrix, plot_learning_curves
+from metalearn.tracking.plots import plot_accuracy_matrix, plot_learning_curves, plot_loss_curves
 from metalearn.tracking.run_folder import RunFolder, load_results
 from metalearn.tracking.wandb_tracker import WandbTracker, has_credentials, resolve_mode
 
@@ -22,6 +22,7 @@ __all__ = [
     "load_results",
     "plot_accuracy_matrix",
     "plot_learning_curves",
+    "plot_loss_curves",
     "resolve_mode",
     "results_table",
 ]

@@ -83,6 +83,28 @@ def plot_learning_curves(results: RunResults, path: Path,
     return Path(path)
 
 
+def plot_loss_curves(curves: dict[str, np.ndarray], path: Path, title: str) -> Path:
+    """Mean loss against step, one line per optimizer, over runs [runs, steps] each, with a
+    band of one standard error; log scale, as optimizer comparisons are usually drawn."""
+    figure = _figure(6, 4)
+    axes = figure.add_subplot()
+    for name, losses in curves.items():
+        losses = np.asarray(losses, dtype=float)
+        mean = losses.mean(0)
+        error = losses.std(0, ddof=1) / np.sqrt(len(losses)) if len(losses) > 1 else 0 * mean
+        steps = np.arange(1, losses.shape[1] + 1)
+        (line,) = axes.plot(steps, mean, linewidth=1.2, label=name)
+        axes.fill_between(steps, mean - error, mean + error, color=line.get_color(), alpha=0.2)
+    axes.set_yscale("log")
+    axes.set_xlabel("step")
+    axes.set_ylabel("minibatch loss (mean over runs)")
+    axes.grid(alpha=0.3, which="both")
+    axes.legend(fontsize=8)
+    axes.set_title(title, fontsize=9)
+    figure.savefig(path, dpi=110)
+    return Path(path)
+
+
 def image_grid(images: np.ndarray, padding: int = 2) -> np.ndarray:
     """[n, C, H, W] images in [0, 1] tiled into one [rows*(H+p), cols*(W+p), C] array (near
     square), C being 1 or 3; empty cells stay black."""

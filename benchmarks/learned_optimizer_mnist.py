@@ -1,0 +1,209 @@
+"""Andrychowicz et al. (2016)'s MNIST experiment: the LSTM optimizer against SGD, RMSprop, Adam
+and Nesterov momentum, each with its learning rate tuned on a grid.
+
+1. Meta-train the LSTM optimizer: an ordinary ``metalearn run`` of the config (stored under
+   ``--runs``, resumed if it was cut off, reused once it is complete).
+2. For each problem (the one it was trained on: 20 sigmoid hidden units; 40 units; ReLU) and
+   each length (100 and 200 steps), tune every baseline's learning rate: the one with the lowest
+   mean loss over the last 10 steps, over ``--tuning-inits`` initialisations of their own.
+3. Train from ``--inits`` fresh initialisations with every optimizer, all seeing the same
+   initialisation and minibatches; plot the mean minibatch loss against step.
+
+    python benchmarks/learned_optimizer_mnist.py benchmarks/mnist/lstm_optimizer.yaml \\
+        --out benchmarks/results/learned_optimizer_mnist
+
+Writes ``summary.json`` (every curve), ``summary.md`` and ``curves_<problem>_<steps>.png`` to
+``--out``, and logs the figures and final losses to wandb (``--wandb``).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import shlex
+import sys
+import time
+from itertools import islice
+from pathlib import Path
+from typing import Callable, Iterable
+
+import numpy as np
+import torch
+from rich.console import Console
+from rich.table import Table
+
+from metalearn.cli.config import RunConfig, load_config
+from metalearn.cli.runner import build_run, environment, run
+from metalearn.learners import masked_cross_entropy
+from metalearn.models import build_model, reinitialise
+from metalearn.protocol.checkpoint import load_checkpoint
+from metalearn.seeding import derive_generator, derive_seed
+from metalearn.tracking import plot_loss_curves, resolve_mode
+from metalearn.tracking.run_folder import load_results
+
+PROBLEMS = {  # model options of each optimisee problem
+    "sigmoid20": {"hidden": [20], "activation": "sigmoid"},
+    "sigmoid40": {"hidden": [40], "activation": "sigmoid"},
+    "relu20": {"hidden": [20], "activation": "relu"},
+}
+BASELINES: dict[str, Callable[..., torch.optim.Optimizer]] = {
+    "SGD": lambda params, lr: torch.optim.SGD(params, lr=lr),
+    "RMSprop": lambda params, lr: torch.optim.RMSprop(params, lr=lr),
+    "Adam": lambda params, lr: torch.optim.Adam(params, lr=lr),
+    "NAG": lambda params, lr: torch.optim.SGD(params, lr=lr, momentum=0.9, nesterov=True),
+}
+LEARNING_RATES = [float(f"{10 ** (k / 2):.0e}") for k in range(-8, 3)]  # 1e-4, 3e-4, ... 10
+LEARNED = "LSTM (learned)"
+TUNING, TEST = 11, 12  # derive_seed keys: initialisations and minibatches of each phase
+
+
+def meta_train(config: RunConfig, runs: Path):
+    """The meta-trained learner: trained now, resumed, or loaded from a finished run."""
+    run_dir = runs / f"lstm_optimizer-mnist-seed{config.seed}"
+    finished = (run_dir / "results.json").is_file() and load_results(run_dir).completed_tasks == 1
+    if not finished:
+        run(config, run_dir=run_dir, resume=(run_dir / "checkpoint.pt").is_file())
+    _, _, learner, _ = build_run(config)
+    learner.load_state_dict(load_checkpoint(run_dir / "checkpoint.pt")["learner"])
+    return learner, run_dir
+
+
+class Problem:
+    """One optimisee problem: a model architecture and reproducible (init, minibatches) pairs."""
+
+    def __init__(self, learner, options: dict, seed: int, batch_size: int) -> None:
+        stream, scenario = learner.context.stream, learner.context.scenario
+        self.model = build_model("mlp", (1, 28, 28), stream.n_outputs(scenario), **options)
+        self.model.to(learner.context.device)
+        self.stream, self.scenario, self.seed, self.batch_size = stream, scenario, seed, batch_size
+
+    def start(self, phase: int, k: int, steps: int) -> tuple[torch.nn.Module, list]:
+        """The k-th initialisation of ``phase`` (the model, re-drawn) and its minibatches."""
+        reinitialise(self.model, derive_seed(self.seed, phase, k))
+        batches = self.stream.train_batches(self.scenario, [0], self.batch_size,
+                                            derive_generator(self.seed, phase, k), seen=1)
+        return self.model, list(islice(batches, steps))
+
+
+def baseline_losses(model: torch.nn.Module, optimizer: torch.optim.Optimizer,
+                    batches: Iterable) -> list[float]:
+    """Minibatch loss before each step of a hand-designed optimizer."""
+    losses = []
+    for batch in batches:
+        loss = masked_cross_entropy(model(batch.x), batch)
+        optimizer.zero_grad()
+        loss.backward()
+        optimizer.step()
+        losses.append(loss.item())
+    return losses
+
+
+def curves(problem: Problem, phase: int, n: int, steps: int, learner,
+           rates: dict[str, float]) -> dict[str, np.ndarray]:
+    """[n, steps] losses of the learned rule (if ``learner``) and each baseline at its rate."""
+    out: dict[str, list[list[float]]] = {}
+    for k in range(n):
+        if learner is not None:
+            model, batches = problem.start(phase, k, steps)
+            out.setdefault(LEARNED, []).append(learner.trajectory(model, batches))
+        for name, lr in rates.items():
+            model, batches = problem.start(phase, k, steps)
+            losses = baseline_losses(model, BASELINES[name](model.parameters(), lr), batches)
+            out.setdefault(name, []).append(losses)
+    return {name: np.nan_to_num(np.array(losses), nan=np.inf) for name, losses in out.items()}
+
+
+def tune(problem: Problem, n: int, steps: int) -> dict[str, dict[str, float]]:
+    """Per baseline: the grid's mean loss over the last 10 steps at each rate, and the best."""
+    tuned = {}
+    for name in BASELINES:
+        scores = {}
+        for lr in LEARNING_RATES:
+            losses = curves(problem, TUNING, n, steps, None, {name: lr})[name]
+            scores[lr] = float(losses[:, -10:].mean())
+        tuned[name] = {"best": min(scores, key=scores.get), "grid": scores}
+    return tuned
+
+
+def summary_table(rows: list[dict]) -> Table:
+    names = [LEARNED, *BASELINES]
+    table = Table(title="Final minibatch loss (mean over initialisations, ± standard error)")
+    for column in ["problem", "steps", *names]:
+        table.add_column(column)
+    for row in rows:
+        best = min(names, key=lambda name: row["final"][name]["mean"])
+        cells = []
+        for name in names:
+            final = row["final"][name]
+            cell = f"{final['mean']:.3f} ± {final['sem']:.3f}"
+            if name in row["lr"]:
+                cell += f" (lr {row['lr'][name]:g})"
+            cells.append(f"[bold]{cell}[/bold]" if name == best else cell)
+        table.add_row(row["problem"], str(row["steps"]), *cells)
+    return table
+
+
+def log_to_wandb(mode: str, config: RunConfig, rows: list[dict], figures: list[Path]) -> None:
+    mode = resolve_mode(mode)
+    if mode == "disabled":
+        return
+    import wandb
+
+    with wandb.init(project=config.wandb.project, mode=mode, job_type="learned-optimizer-curves",
+                    group="learned_optimizer_mnist", config=config.model_dump(mode="json")) as wb:
+        for row in rows:
+            for name, final in row["final"].items():
+                wb.summary[f"final_loss/{row['problem']}_{row['steps']}/{name}"] = final["mean"]
+        wb.log({f"curves/{path.stem}": wandb.Image(str(path)) for path in figures})
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("config", type=Path)
+    parser.add_argument("--out", type=Path, required=True)
+    parser.add_argument("--runs", type=Path, default=Path("runs"))
+    parser.add_argument("--inits", type=int, default=20, help="test initialisations per curve")
+    parser.add_argument("--tuning-inits", type=int, default=5)
+    parser.add_argument("--steps", type=int, nargs="+", default=[100, 200])
+    parser.add_argument("--problems", nargs="+", default=list(PROBLEMS), choices=list(PROBLEMS))
+    parser.add_argument("--wandb", default="offline", choices=["auto", "online", "offline", "disabled"])
+    parser.add_argument("--set", dest="overrides", nargs="*", default=[], metavar="key=value")
+    args = parser.parse_args()
+
+    config = load_config(args.config, [f"wandb.mode={args.wandb}", *args.overrides])
+    learner, run_dir = meta_train(config, args.runs)
+    start = time.perf_counter()
+    meta_training_s = load_results(run_dir).timings.get("train_s/task_0")
+    args.out.mkdir(parents=True, exist_ok=True)
+    rows, figures = [], []
+    for problem_name in args.problems:
+        problem = Problem(learner, PROBLEMS[problem_name], config.seed, config.protocol.batch_size)
+        for steps in args.steps:
+            tuned = tune(problem, args.tuning_inits, steps)
+            rates = {name: t["best"] for name, t in tuned.items()}
+            losses = curves(problem, TEST, args.inits, steps, learner, rates)
+            figures.append(plot_loss_curves(
+                losses, args.out / f"curves_{problem_name}_{steps}.png",
+                f"MNIST MLP {problem_name}, {steps} steps, {args.inits} initialisations"))
+            final = {name: {"mean": float(l[:, -1].mean()),
+                            "sem": float(l[:, -1].std(ddof=1) / np.sqrt(len(l)))}
+                     for name, l in losses.items()}
+            rows.append({"problem": problem_name, "steps": steps, "final": final, "lr": rates,
+                         "tuning": tuned, "curves": {n: l.mean(0).tolist() for n, l in losses.items()}})
+            Console().print(summary_table(rows[-1:]))
+    command = "python " + shlex.join(["benchmarks/learned_optimizer_mnist.py", *sys.argv[1:]])
+    summary = {"command": command, "run_dir": str(run_dir), "meta_training_s": meta_training_s,
+               "meta_training_steps": config.protocol.steps_per_task,
+               "evaluation_s": time.perf_counter() - start, "inits": args.inits,
+               "tuning_inits": args.tuning_inits, "learning_rates": LEARNING_RATES,
+               "environment": environment(learner.context.device, config), "rows": rows}
+    (args.out / "summary.json").write_text(json.dumps(summary, indent=2) + "\n")
+    with (args.out / "summary.md").open("w") as handle:
+        Console(file=handle, width=160).print(f"`{command}`\n", summary_table(rows))
+    Console().print(summary_table(rows))
+    log_to_wandb(args.wandb, config, rows, figures)
+    print(f"written to {args.out}")
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,197 @@
+"""The LSTM optimizer: an update rule learned by gradient descent.
+
+Andrychowicz, Denil, Gomez, Hoffman, Pfau, Schaul, Shillingford & de Freitas (2016), "Learning
+to learn by gradient descent by gradient descent". A two-layer LSTM with 20 units per layer,
+shared by every coordinate of the optimisee but with its own state per coordinate, reads each
+coordinate's preprocessed gradient (``log_and_sign``, their Appendix A) and outputs its update,
+times ``output_scale``. It is meta-trained with Adam on the optimisee's loss summed along its
+trajectory, by truncated backpropagation through time: each optimisee starts from a fresh
+initialisation and takes ``horizon`` steps, and the LSTM is updated after every ``unroll`` of
+them. ``second_derivatives=False`` (their code's default) treats the optimisee's gradients as
+inputs rather than as functions of the LSTM's earlier updates, dropping the Hessian terms.
+
+On a classification stream each training step is one optimisee step on the protocol's
+minibatch, and the model evaluated after a task is the latest optimisee, trained from a fresh
+initialisation by the learned rule. ``benchmarks/learned_optimizer_mnist.py`` compares the rule
+with tuned hand-designed optimizers from many initialisations (:meth:`LSTMOptimizer.trajectory`).
+"""
+
+from __future__ import annotations
+
+from typing import Any, Iterable
+
+import pydantic
+import torch
+from torch import nn
+from torch.func import functional_call
+
+from metalearn.learners.base import (
+    CLASSIFICATION, Learner, LearnerContext, LearnerOptions, adam, masked_cross_entropy)
+from metalearn.learners.coordinatewise import Parameters, flatten, log_and_sign, unflatten
+from metalearn.learners.registry import register
+from metalearn.models import reinitialise
+from metalearn.seeding import derive_seed
+from metalearn.tasks import Batch
+
+OPTIMISEE_INIT = 3  # derive_seed key of each optimisee's fresh initialisation
+
+State = tuple[torch.Tensor, torch.Tensor]  # the LSTM's (h, c), each [layers, coordinates, hidden]
+
+
+class CoordinatewiseLSTM(nn.Module):
+    """Gradient in, update out, for every coordinate at once: one LSTM call over a batch of
+    all coordinates (each its own batch row, so its own state) and a linear output."""
+
+    def __init__(self, hidden: int = 20, layers: int = 2, preprocess_p: float = 10.0,
+                 output_scale: float = 0.01) -> None:
+        super().__init__()
+        self.lstm = nn.LSTM(2, hidden, num_layers=layers)
+        self.output = nn.Linear(hidden, 1)
+        self.preprocess_p, self.output_scale = preprocess_p, output_scale
+
+    def initial_state(self, coordinates: torch.Tensor) -> State:
+        """Zero state for a vector of coordinates."""
+        shape = (self.lstm.num_layers, len(coordinates), self.lstm.hidden_size)
+        zeros = coordinates.new_zeros(shape)
+        return zeros, zeros.clone()
+
+    def forward(self, gradient: torch.Tensor, state: State) -> tuple[torch.Tensor, State]:
+        """The update of each coordinate [n] from its gradient [n], and the next state."""
+        hidden, state = self.lstm(log_and_sign(gradient, self.preprocess_p)[None], state)
+        return self.output_scale * self.output(hidden[0]).squeeze(-1), state
+
+
+class LSTMOptimizerOptions(LearnerOptions):
+    """Defaults: the paper's MNIST setup."""
+
+    hidden: int = pydantic.Field(20, ge=1)  # units per LSTM layer
+    layers: int = pydantic.Field(2, ge=1)
+    preprocess_p: float = pydantic.Field(10.0, gt=0)
+    output_scale: float = pydantic.Field(0.01, gt=0)  # the update is the LSTM's output times this
+    unroll: int = pydantic.Field(20, ge=1)  # optimisee steps per meta-update (truncated BPTT)
+    horizon: int = pydantic.Field(100, ge=1)  # steps per optimisee before a fresh one
+    lr: float = pydantic.Field(1e-3, gt=0)  # meta-optimizer Adam
+    second_derivatives: bool = False
+
+    @pydantic.model_validator(mode="after")
+    def _whole_unrolls(self) -> LSTMOptimizerOptions:
+        if self.horizon % self.unroll:
+            raise ValueError(f"horizon ({self.horizon}) must be a multiple of unroll ({self.unroll}), "
+                             "so that every meta-update sees a whole unroll of one optimisee")
+        return self
+
+
+@register
+class LSTMOptimizer(Learner):
+    """Trains the model with an LSTM update rule while meta-training that rule."""
+
+    name = "lstm_optimizer"
+    task_kinds = frozenset({CLASSIFICATION})
+    Options = LSTMOptimizerOptions
+    # Exact when protocol.checkpoint_every is a multiple of ``unroll`` (the default 1000 of 20):
+    # a checkpoint then falls between meta-updates, where nothing lives only in a graph.
+    resumes_mid_task = True
+
+    def __init__(self, model: nn.Module, options: LSTMOptimizerOptions, context: LearnerContext) -> None:
+        super().__init__(model, options, context)
+        self.network = CoordinatewiseLSTM(options.hidden, options.layers, options.preprocess_p,
+                                          options.output_scale).to(context.device)
+        self.meta_optimizer = adam(self.network.parameters(), options.lr)
+        self.optimisees = 0  # optimisees started so far, each from its own fresh initialisation
+        self.step = 0  # steps taken by the current optimisee
+        self.params: Parameters = {}
+        self.state: State | None = None
+        self.unroll_losses: list[torch.Tensor] = []
+
+    def loss(self, model: nn.Module, params: Parameters, batch: Batch) -> torch.Tensor:
+        """The optimisee's loss: ``model`` with ``params`` on ``batch``."""
+        return masked_cross_entropy(functional_call(model, params, (batch.x,)), batch)
+
+    def update(self, params: Parameters, loss: torch.Tensor, state: State,
+               meta_train: bool) -> tuple[Parameters, State]:
+        """One step of the learned rule. ``meta_train`` keeps the graph from the LSTM's weights
+        to the new parameters; otherwise nothing is recorded."""
+        second_order = meta_train and self.options.second_derivatives
+        gradients = torch.autograd.grad(loss, list(params.values()), retain_graph=meta_train,
+                                        create_graph=second_order)
+        with torch.set_grad_enabled(meta_train):
+            step, state = self.network(flatten(dict(zip(params, gradients))), state)
+            new = unflatten(flatten(params) + step, params)
+        if not meta_train:
+            new = {name: p.detach().requires_grad_() for name, p in new.items()}
+        return new, state
+
+    def train_step(self, batch: Batch) -> dict[str, torch.Tensor]:
+        if self.step == 0:
+            self._fresh_optimisee()
+        loss = self.loss(self.model, self.params, batch)
+        self.unroll_losses.append(loss)
+        self.params, self.state = self.update(self.params, loss, self.state, meta_train=True)
+        self.step += 1
+        values = {"loss": loss.detach()}
+        if self.step % self.options.unroll == 0:
+            values["meta_loss"] = self._meta_step(batch)
+        if self.step == self.options.horizon:
+            self.step = 0
+        return values
+
+    def _fresh_optimisee(self) -> None:
+        """A new optimisee: the model drawn afresh, from the run's seed and its number."""
+        reinitialise(self.model, derive_seed(self.context.seed, OPTIMISEE_INIT, self.optimisees))
+        self.optimisees += 1
+        self.params = {name: p.detach().clone().requires_grad_()
+                       for name, p in self.model.named_parameters()}
+        self.state = self.network.initial_state(flatten(self.params))
+        self.unroll_losses = []
+
+    def _meta_step(self, batch: Batch) -> torch.Tensor:
+        """Adam step on the unroll's mean loss, the end point's included; then truncate."""
+        meta_loss = torch.stack([*self.unroll_losses, self.loss(self.model, self.params, batch)]).mean()
+        self.meta_optimizer.zero_grad()
+        meta_loss.backward(inputs=list(self.network.parameters()))
+        self.meta_optimizer.step()
+        self.params = {name: p.detach().requires_grad_() for name, p in self.params.items()}
+        self.state = tuple(s.detach() for s in self.state)
+        self.unroll_losses = []
+        return meta_loss.detach()
+
+    def end_task(self, task_index: int) -> None:
+        """The model becomes the latest optimisee (an unfinished unroll is dropped); the next
+        task starts a fresh one."""
+        with torch.no_grad():
+            for name, p in self.model.named_parameters():
+                p.copy_(self.params[name])
+        self.unroll_losses, self.step = [], 0
+
+    @torch.no_grad()
+    def predict(self, x: torch.Tensor, task_index: int | None) -> torch.Tensor:
+        self.model.eval()
+        return self.model(x)
+
+    def trajectory(self, model: nn.Module, batches: Iterable[Batch]) -> list[float]:
+        """Train ``model`` (any architecture; itself left unchanged) with the learned rule from
+        its current weights, one step per batch, without meta-learning; the minibatch loss
+        before each step."""
+        params = {name: p.detach().clone().requires_grad_() for name, p in model.named_parameters()}
+        state, losses = self.network.initial_state(flatten(params)), []
+        for batch in batches:
+            loss = self.loss(model, params, batch)
+            params, state = self.update(params, loss, state, meta_train=False)
+            losses.append(loss.item())
+        return losses
+
+    def state_dict(self) -> dict[str, Any]:
+        """With the optimisee in progress (an unroll's graph is not kept: see resumes_mid_task)."""
+        return {**super().state_dict(), "network": self.network.state_dict(),
+                "meta_optimizer": self.meta_optimizer.state_dict(), "optimisees": self.optimisees,
+                "step": self.step, "optimisee": {k: p.detach() for k, p in self.params.items()},
+                "lstm_state": [s.detach() for s in self.state] if self.state is not None else None}
+
+    def load_state_dict(self, state: dict[str, Any]) -> None:
+        super().load_state_dict(state)
+        self.network.load_state_dict(state["network"])
+        self.meta_optimizer.load_state_dict(state["meta_optimizer"])
+        self.optimisees, self.step = state["optimisees"], state["step"]
+        self.params = {k: p.clone().requires_grad_() for k, p in state["optimisee"].items()}
+        self.state = tuple(state["lstm_state"]) if state["lstm_state"] is not None else None
+        self.unroll_losses = []
