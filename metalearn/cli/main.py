@@ -1,4 +1,5 @@
-"""``metalearn run CONFIG [key=value ...]`` and ``metalearn list``."""
+"""``metalearn run CONFIG [key=value ...]``, ``metalearn evaluate RUN_DIR [key=value ...]``
+and ``metalearn list``."""
 
 from __future__ import annotations
 
@@ -10,7 +11,7 @@ from typing import Sequence
 import yaml
 
 from metalearn.cli.config import ConfigError, load_config, validate_config
-from metalearn.cli.runner import run
+from metalearn.cli.runner import evaluate, run
 from metalearn.data import DataError
 from metalearn.learners import available_learners
 from metalearn.models import MODELS
@@ -36,12 +37,22 @@ def main(argv: Sequence[str] | None = None) -> int:
     run_parser.add_argument("--resume", type=Path, metavar="RUN_DIR",
                             help="continue a stopped run from its last checkpoint")
 
+    evaluate_parser = commands.add_parser(
+        "evaluate", help="test a run's trained learner again, on its benchmark or another")
+    evaluate_parser.add_argument("run_dir", type=Path, help="the folder of a run")
+    evaluate_parser.add_argument(
+        "overrides", nargs="*", metavar="key.path=value",
+        help="changes to the run's config, e.g. benchmark.name=omniglot_to_mnist protocol.k_shot=5")
+
     commands.add_parser("list", help="show learners, benchmarks, scenarios and models")
     args = parser.parse_args(argv)
     if args.command == "list":
         print(_listing())
         return 0
     try:
+        if args.command == "evaluate":
+            print(_evaluation_report(evaluate(args.run_dir, args.overrides)))
+            return 0
         if args.resume is not None:
             if args.config or args.overrides:
                 raise ConfigError("--resume continues a run with its saved config: give no config "
@@ -62,6 +73,16 @@ def main(argv: Sequence[str] | None = None) -> int:
         print(f"error: {error}", file=sys.stderr)
         return 1
     return 0
+
+
+def _evaluation_report(evaluation: dict) -> str:
+    lines = [f"{evaluation['run_dir']} on {evaluation['benchmark']['name']}"
+             f" {' '.join(evaluation['overrides'])}".rstrip()]
+    for task in evaluation["tasks"]:
+        interval = f" ± {100 * task['ci95']:.2f}" if task["ci95"] is not None else ""
+        lines.append(f"  {task['task']}: {100 * task['accuracy']:.2f}%{interval}")
+    lines.append(f"written to {evaluation['path']}")
+    return "\n".join(lines)
 
 
 def _listing() -> str:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import os
 import platform
 import socket
@@ -9,15 +10,16 @@ import subprocess
 import sys
 from datetime import datetime, timezone
 from pathlib import Path
-from typing import Any
+from typing import Any, Sequence
 
 import torch
 
 import metalearn
-from metalearn.cli.config import ConfigError, RunConfig, check_options
+from metalearn.cli.config import ConfigError, RunConfig, check_options, load_config
 from metalearn.learners import LearnerContext, check_compatible, get_learner
 from metalearn.models import MODELS, build_model
 from metalearn.protocol import Protocol
+from metalearn.protocol.checkpoint import load_checkpoint
 from metalearn.results import RunResults
 from metalearn.seeding import derive_generator, derive_seed
 from metalearn.tasks import BENCHMARKS, Scenario, Stream
@@ -140,3 +142,39 @@ def run(config: RunConfig, run_dir: Path | None = None, resume: bool = False,
         tracker.finish(results)
         tracker.close()
     return results
+
+
+def evaluate(run_dir: Path, overrides: Sequence[str] = ()) -> dict[str, Any]:
+    """Test the learner a run's checkpoint holds on every task of its benchmark, or of another
+    one given by ``overrides`` (Omniglot-trained on MNIST digits, more shots, more inner steps
+    at test), with the protocol's own evaluation. Returns the accuracies (95% CIs for few-shot
+    tasks) and writes them to ``run_dir/evaluations/<benchmark>[-<N>way<K>shot].json``."""
+    checkpoint = run_dir / "checkpoint.pt"
+    if not checkpoint.is_file():
+        raise ConfigError(f"{run_dir} holds no checkpoint.pt: give the folder of a run that "
+                          "completed at least one task (or a mid-task checkpoint)")
+    config = load_config(run_dir / "config.yaml", overrides)
+    stream, scenario, learner, device = build_run(config)
+    try:
+        learner.load_state_dict(load_checkpoint(checkpoint)["learner"])
+    except RuntimeError as error:
+        raise ConfigError(f"the learner saved in {run_dir} does not fit the evaluation's model: "
+                          "keep the model and its number of outputs (protocol.n_way for few-shot "
+                          f"benchmarks) as in training ({str(error).splitlines()[0]})") from None
+    protocol = Protocol(stream, scenario, learner, config.protocol, config.seed, Trackers([]))
+    tasks = []
+    for j, task in enumerate(stream):
+        accuracy, interval = protocol.evaluate(j, seen=len(stream))
+        tasks.append({"task": task.name, "accuracy": accuracy, "ci95": interval})
+    p = config.protocol
+    shots = f"-{p.n_way}way{p.k_shot}shot" if stream.episodic else ""
+    evaluation = {"run_dir": str(run_dir), "overrides": list(overrides),
+                  "benchmark": config.benchmark.model_dump(mode="json"),
+                  "scenario": scenario.value if scenario else None, "tasks": tasks,
+                  "episodes": p.eval_episodes if stream.episodic else None,
+                  "environment": environment(device, config)}
+    out = run_dir / "evaluations" / f"{config.benchmark.name}{shots}.json"
+    out.parent.mkdir(exist_ok=True)
+    out.write_text(json.dumps(evaluation, indent=2) + "\n")
+    evaluation["path"] = str(out)
+    return evaluation

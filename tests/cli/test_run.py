@@ -14,7 +14,7 @@ import torch
 
 from metalearn.cli.config import ConfigError, load_config
 from metalearn.cli.main import main
-from metalearn.cli.runner import run
+from metalearn.cli.runner import evaluate, run
 from metalearn.learners import CLASSIFICATION, Learner, register
 from metalearn.protocol import NonFiniteLossError
 from metalearn.tracking import load_results
@@ -114,6 +114,31 @@ def test_nan_loss_stops_the_run_and_keeps_what_was_done(tiny_config, tmp_path, c
 def test_command_line_reports_config_errors_without_a_traceback(tiny_config, capsys):
     assert main(["run", str(tiny_config()), "learner.options.lrr=1"]) == 1
     assert "did you mean 'lr'" in capsys.readouterr().err
+
+
+def test_evaluate_tests_a_finished_run_again_as_the_protocol_did(tiny_config, tmp_path, capsys):
+    results = run(load_config(tiny_config()), run_dir=tmp_path / "run")
+    again = evaluate(tmp_path / "run")
+    assert [t["accuracy"] for t in again["tasks"]] == results.accuracy[-1].tolist()
+    # Another scenario of the same benchmark: task-IL masks the other tasks' outputs, so the
+    # early tasks the class-IL run forgot are recovered in part; its own file records it.
+    task_il = evaluate(tmp_path / "run", ["scenario=task"])
+    assert task_il["scenario"] == "task"
+    assert np.mean([t["accuracy"] for t in task_il["tasks"]]) > results.accuracy[-1].mean()
+    saved = json.loads((tmp_path / "run" / "evaluations" / "split_mnist.json").read_text())
+    assert saved["overrides"] == ["scenario=task"]
+    assert main(["evaluate", str(tmp_path / "run")]) == 0
+    assert "written to" in capsys.readouterr().out
+
+
+def test_evaluate_explains_a_model_that_does_not_fit_or_a_missing_checkpoint(tiny_config, tmp_path,
+                                                                           capsys):
+    run(load_config(tiny_config(protocol__steps_per_task=1)), run_dir=tmp_path / "run")
+    with pytest.raises(ConfigError, match="does not fit the evaluation's model"):
+        evaluate(tmp_path / "run", ["model.options.hidden=[32]"])
+    (tmp_path / "run" / "checkpoint.pt").unlink()
+    assert main(["evaluate", str(tmp_path / "run")]) == 1
+    assert "holds no checkpoint.pt" in capsys.readouterr().err
 
 
 def test_list_shows_learners_benchmarks_and_scenarios(capsys):
