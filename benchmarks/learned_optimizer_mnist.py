@@ -21,6 +21,7 @@ from __future__ import annotations
 import argparse
 import json
 import shlex
+import shutil
 import sys
 import time
 from itertools import islice
@@ -57,12 +58,15 @@ LEARNED = "LSTM (learned)"
 TUNING, TEST = 11, 12  # derive_seed keys: initialisations and minibatches of each phase
 
 
-def meta_train(config: RunConfig, runs: Path):
-    """The meta-trained learner: trained now, resumed, or loaded from a finished run."""
+def meta_train(config: RunConfig, runs: Path, out: Path):
+    """The meta-trained learner: trained now, resumed, or loaded from a finished run (whose
+    folder, but its checkpoint, is copied to ``out/meta_training``)."""
     run_dir = runs / f"lstm_optimizer-mnist-seed{config.seed}"
     finished = (run_dir / "results.json").is_file() and load_results(run_dir).completed_tasks == 1
     if not finished:
         run(config, run_dir=run_dir, resume=(run_dir / "checkpoint.pt").is_file())
+    shutil.copytree(run_dir, out / "meta_training", dirs_exist_ok=True,
+                    ignore=shutil.ignore_patterns("checkpoint.pt"))
     _, _, learner, _ = build_run(config)
     learner.load_state_dict(load_checkpoint(run_dir / "checkpoint.pt")["learner"])
     return learner, run_dir
@@ -171,10 +175,10 @@ def main() -> None:
     args = parser.parse_args()
 
     config = load_config(args.config, [f"wandb.mode={args.wandb}", *args.overrides])
-    learner, run_dir = meta_train(config, args.runs)
+    args.out.mkdir(parents=True, exist_ok=True)
+    learner, run_dir = meta_train(config, args.runs, args.out)
     start = time.perf_counter()
     meta_training_s = load_results(run_dir).timings.get("train_s/task_0")
-    args.out.mkdir(parents=True, exist_ok=True)
     rows, figures = [], []
     for problem_name in args.problems:
         problem = Problem(learner, PROBLEMS[problem_name], config.seed, config.protocol.batch_size)
@@ -190,7 +194,7 @@ def main() -> None:
                      for name, l in losses.items()}
             rows.append({"problem": problem_name, "steps": steps, "final": final, "lr": rates,
                          "tuning": tuned, "curves": {n: l.mean(0).tolist() for n, l in losses.items()}})
-            Console().print(summary_table(rows[-1:]))
+            Console(width=160).print(summary_table(rows[-1:]))
     command = "python " + shlex.join(["benchmarks/learned_optimizer_mnist.py", *sys.argv[1:]])
     summary = {"command": command, "run_dir": str(run_dir), "meta_training_s": meta_training_s,
                "meta_training_steps": config.protocol.steps_per_task,
@@ -200,7 +204,7 @@ def main() -> None:
     (args.out / "summary.json").write_text(json.dumps(summary, indent=2) + "\n")
     with (args.out / "summary.md").open("w") as handle:
         Console(file=handle, width=160).print(f"`{command}`\n", summary_table(rows))
-    Console().print(summary_table(rows))
+    Console(width=160).print(summary_table(rows))
     log_to_wandb(args.wandb, config, rows, figures)
     print(f"written to {args.out}")
 
