@@ -10,8 +10,10 @@ from __future__ import annotations
 import math
 
 import torch
+from torch import nn
 
 Parameters = dict[str, torch.Tensor]
+LSTMState = tuple[torch.Tensor, torch.Tensor]  # (h, c), each [coordinates, hidden]
 
 
 def log_and_sign(x: torch.Tensor, p: float = 10.0) -> torch.Tensor:
@@ -38,3 +40,28 @@ def unflatten(vector: torch.Tensor, like: Parameters) -> Parameters:
     """``vector`` cut back into tensors of the shapes of ``like`` (inverse of ``flatten``)."""
     pieces = vector.split([t.numel() for t in like.values()])
     return {name: piece.view_as(t) for (name, t), piece in zip(like.items(), pieces)}
+
+
+def lstm_step(cell: nn.LSTMCell, inputs: torch.Tensor, state: LSTMState | None) -> LSTMState:
+    """``cell(inputs, state)`` (zero state for None), fast on a batch of many coordinates.
+
+    One matmul, then a single sigmoid over all four gates (tanh(x) = 2 sigmoid(2x) - 1, the
+    candidate's rows of the weights doubled): on the CPU, PyTorch's tanh and its elementwise
+    kernels on strided gate slices are several times slower than one contiguous sigmoid. For
+    16 000 coordinates and 20 units on one core a cell's forward and backward take 15 ms here,
+    29 ms with tanh and per-gate sigmoids, and ``nn.LSTM``'s oneDNN layer 30 ms (torch.profiler).
+    Equal to ``nn.LSTMCell`` (tested).
+    """
+    if state is None:
+        h = c = inputs.new_zeros(len(inputs), cell.hidden_size)
+    else:
+        h, c = state
+    hidden = cell.hidden_size
+    scale = torch.ones(4 * hidden, dtype=inputs.dtype, device=inputs.device)
+    scale[2 * hidden:3 * hidden] = 2.0  # the candidate g, in PyTorch's gate order (i, f, g, o)
+    weight = torch.cat([cell.weight_ih, cell.weight_hh], dim=1) * scale[:, None]
+    gates = torch.sigmoid(torch.addmm((cell.bias_ih + cell.bias_hh) * scale,
+                                      torch.cat([inputs, h], dim=1), weight.T))
+    i, f, g, o = gates.chunk(4, dim=1)
+    c = f * c + i * (2 * g - 1)
+    return o * (2 * torch.sigmoid(2 * c) - 1), c

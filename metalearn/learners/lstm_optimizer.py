@@ -27,7 +27,7 @@ from torch.func import functional_call
 
 from metalearn.learners.base import (
     CLASSIFICATION, Learner, LearnerContext, LearnerOptions, adam, masked_cross_entropy)
-from metalearn.learners.coordinatewise import Parameters, flatten, log_and_sign, unflatten
+from metalearn.learners.coordinatewise import Parameters, flatten, log_and_sign, lstm_step, unflatten
 from metalearn.learners.registry import register
 from metalearn.models import reinitialise
 from metalearn.seeding import derive_seed
@@ -39,26 +39,29 @@ State = tuple[torch.Tensor, torch.Tensor]  # the LSTM's (h, c), each [layers, co
 
 
 class CoordinatewiseLSTM(nn.Module):
-    """Gradient in, update out, for every coordinate at once: one LSTM call over a batch of
+    """Gradient in, update out, for every coordinate at once: stacked LSTM cells over a batch of
     all coordinates (each its own batch row, so its own state) and a linear output."""
 
     def __init__(self, hidden: int = 20, layers: int = 2, preprocess_p: float = 10.0,
                  output_scale: float = 0.01) -> None:
         super().__init__()
-        self.lstm = nn.LSTM(2, hidden, num_layers=layers)
+        self.cells = nn.ModuleList(nn.LSTMCell(2 if k == 0 else hidden, hidden) for k in range(layers))
         self.output = nn.Linear(hidden, 1)
         self.preprocess_p, self.output_scale = preprocess_p, output_scale
 
     def initial_state(self, coordinates: torch.Tensor) -> State:
         """Zero state for a vector of coordinates."""
-        shape = (self.lstm.num_layers, len(coordinates), self.lstm.hidden_size)
-        zeros = coordinates.new_zeros(shape)
+        zeros = coordinates.new_zeros(len(self.cells), len(coordinates), self.cells[0].hidden_size)
         return zeros, zeros.clone()
 
     def forward(self, gradient: torch.Tensor, state: State) -> tuple[torch.Tensor, State]:
         """The update of each coordinate [n] from its gradient [n], and the next state."""
-        hidden, state = self.lstm(log_and_sign(gradient, self.preprocess_p)[None], state)
-        return self.output_scale * self.output(hidden[0]).squeeze(-1), state
+        x, hs, cs = log_and_sign(gradient, self.preprocess_p), [], []
+        for cell, h, c in zip(self.cells, *state):
+            x, c = lstm_step(cell, x, (h, c))
+            hs.append(x)
+            cs.append(c)
+        return self.output_scale * self.output(x).squeeze(-1), (torch.stack(hs), torch.stack(cs))
 
 
 class LSTMOptimizerOptions(LearnerOptions):

@@ -31,7 +31,7 @@ import torch
 from torch import nn
 
 from metalearn.learners.base import LearnerContext, LearnerOptions
-from metalearn.learners.coordinatewise import flatten, log_and_sign, unflatten
+from metalearn.learners.coordinatewise import flatten, log_and_sign, lstm_step, unflatten
 from metalearn.learners.inner_loop import Batching, Parameters
 from metalearn.learners.maml import MAML
 from metalearn.learners.registry import register
@@ -76,22 +76,6 @@ class MetaLearnerCell(nn.Module):
                 gate.weight.uniform_(-options.gate_weight_scale, options.gate_weight_scale)
                 gate.bias.uniform_(*bias)
 
-    def first_layer(self, inputs: torch.Tensor, state: tuple[torch.Tensor, torch.Tensor] | None
-                    ) -> tuple[torch.Tensor, torch.Tensor]:
-        """``self.lstm(inputs, state)`` computed as one matmul and elementwise ops: on one CPU
-        core, for 28 000 coordinates, 3x faster forward and 1.6x forward and backward than
-        ``nn.LSTMCell`` (tested equal)."""
-        lstm = self.lstm
-        if state is None:
-            h = c = inputs.new_zeros(len(inputs), lstm.hidden_size)
-        else:
-            h, c = state
-        gates = torch.addmm(lstm.bias_ih + lstm.bias_hh, torch.cat([inputs, h], dim=1),
-                            torch.cat([lstm.weight_ih, lstm.weight_hh], dim=1).T)
-        i, f, g, o = gates.chunk(4, dim=1)
-        c = torch.sigmoid(f) * c + torch.sigmoid(i) * torch.tanh(g)
-        return torch.sigmoid(o) * torch.tanh(c), c
-
     def forward(self, c: torch.Tensor, gradient: torch.Tensor, loss: torch.Tensor,
                 state: tuple[Any, torch.Tensor, torch.Tensor]
                 ) -> tuple[torch.Tensor, tuple[Any, torch.Tensor, torch.Tensor]]:
@@ -99,7 +83,7 @@ class MetaLearnerCell(nn.Module):
         lstm_state, f, i = state
         inputs = torch.cat([log_and_sign(gradient, self.p),
                             log_and_sign(loss, self.p).expand(len(gradient), 2)], dim=1)
-        lstm_state = self.first_layer(inputs, lstm_state)
+        lstm_state = lstm_step(self.lstm, inputs, lstm_state)
         h = lstm_state[0]
         f = torch.sigmoid(self.forget(torch.cat([h, c[:, None], f[:, None]], dim=1)).squeeze(1))
         i = torch.sigmoid(self.input(torch.cat([h, c[:, None], i[:, None]], dim=1)).squeeze(1))

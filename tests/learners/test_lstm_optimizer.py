@@ -13,7 +13,7 @@ from torch import nn
 from metalearn.cli.config import load_config
 from metalearn.cli.runner import run
 from metalearn.learners import LearnerContext
-from metalearn.learners.coordinatewise import flatten, log_and_sign, unflatten
+from metalearn.learners.coordinatewise import flatten, log_and_sign, lstm_step, unflatten
 from metalearn.learners.lstm_optimizer import CoordinatewiseLSTM, LSTMOptimizer
 
 CPU = torch.device("cpu")
@@ -50,6 +50,17 @@ def test_flatten_and_unflatten_are_inverse():
     assert list(restored) == list(params)
     for name in params:
         assert torch.equal(restored[name], params[name])
+
+
+def test_the_fused_lstm_step_equals_torch_lstm_cell():
+    torch.manual_seed(0)
+    cell = nn.LSTMCell(4, 20).double()
+    inputs = torch.randn(50, 4, dtype=torch.float64)
+    state = tuple(torch.randn(50, 20, dtype=torch.float64) for _ in range(2))
+    with torch.no_grad():
+        for s in (None, state):
+            for ours, reference in zip(lstm_step(cell, inputs, s), cell(inputs, s)):
+                torch.testing.assert_close(ours, reference, rtol=0, atol=1e-14)
 
 
 def test_one_batched_call_equals_an_lstm_per_coordinate():

@@ -31,16 +31,6 @@ def episodes(n_episodes=2):
     return random_episodes(n_episodes=n_episodes, n_way=3, k_shot=2, q_query=2, size=6)
 
 
-def test_first_layer_equals_torch_lstm_cell():
-    cell = MetaLearnerCell(MetaLSTMOptions()).double()
-    inputs = torch.randn(50, 4, dtype=torch.float64)
-    state = tuple(torch.randn(50, 20, dtype=torch.float64) for _ in range(2))
-    with torch.no_grad():
-        for s in (None, state):
-            for ours, torch_s in zip(cell.first_layer(inputs, s), cell.lstm(inputs, s)):
-                torch.testing.assert_close(ours, torch_s, rtol=0, atol=1e-14)
-
-
 def test_gates_fixed_at_one_and_lr_give_plain_sgd():
     """W_F = W_I = 0, b_F = 50 (sigmoid is exactly 1 in float64), b_I = logit(lr): the inner
     loop is SGD at lr, checked against torch.optim.SGD on a copy of the model."""
