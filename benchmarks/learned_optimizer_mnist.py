@@ -34,7 +34,7 @@ from rich.console import Console
 from rich.table import Table
 
 from metalearn.cli.config import RunConfig, load_config
-from metalearn.cli.runner import build_run, environment, run
+from metalearn.cli.runner import build_run, environment, resolve_device, run
 from metalearn.learners import masked_cross_entropy
 from metalearn.models import build_model, reinitialise
 from metalearn.protocol.checkpoint import load_checkpoint
@@ -176,6 +176,7 @@ def main() -> None:
 
     config = load_config(args.config, [f"wandb.mode={args.wandb}", *args.overrides])
     args.out.mkdir(parents=True, exist_ok=True)
+    started = environment(resolve_device(config.device), config)  # the commit this code is from
     learner, run_dir = meta_train(config, args.runs, args.out)
     start = time.perf_counter()
     meta_training_s = load_results(run_dir).timings.get("train_s/task_0")
@@ -200,7 +201,7 @@ def main() -> None:
                "meta_training_steps": config.protocol.steps_per_task,
                "evaluation_s": time.perf_counter() - start, "inits": args.inits,
                "tuning_inits": args.tuning_inits, "learning_rates": LEARNING_RATES,
-               "environment": environment(learner.context.device, config), "rows": rows}
+               "environment": started, "rows": rows}
     (args.out / "summary.json").write_text(json.dumps(summary, indent=2) + "\n")
     with (args.out / "summary.md").open("w") as handle:
         Console(file=handle, width=160).print(f"`{command}`\n", summary_table(rows))
