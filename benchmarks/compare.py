@@ -164,7 +164,7 @@ def main() -> None:
     parser.add_argument("--scenarios", nargs="*", default=[],
                         help="run every config in each of these (default: each config's own)")
     parser.add_argument("--seeds", nargs="+", type=int, default=[0, 1, 2])
-    parser.add_argument("--published", type=Path, help="YAML: learner -> scenario -> ACC (%)")
+    parser.add_argument("--published", type=Path, help="YAML: learner -> scenario -> ACC (%%)")
     parser.add_argument("--out", type=Path, required=True)
     parser.add_argument("--runs", default="runs", help="where the run folders go")
     parser.add_argument("--wandb", default="offline", choices=["auto", "online", "offline", "disabled"])

@@ -12,6 +12,7 @@ Measured on the class-IL config after task 1 (so the penalty is on), median of r
 
 from __future__ import annotations
 
+import argparse
 import json
 import statistics
 import subprocess
@@ -96,4 +97,5 @@ def main() -> None:
 
 
 if __name__ == "__main__":
+    argparse.ArgumentParser(description=__doc__.split("\n\n")[0]).parse_args()  # only --help
     main()
