@@ -7,7 +7,8 @@ and Nesterov momentum, each with its learning rate tuned on a grid.
    each length (100 and 200 steps), tune every baseline's learning rate: the one with the lowest
    mean loss over the last 10 steps, over ``--tuning-inits`` initialisations of their own.
 3. Train from ``--inits`` fresh initialisations with every optimizer, all seeing the same
-   initialisation and minibatches; plot the mean minibatch loss against step.
+   initialisation and minibatches; plot the mean minibatch loss against step (the loss at
+   step t is taken before the t-th update, so "final" is after ``steps - 1`` updates).
 
     python benchmarks/learned_optimizer_mnist.py benchmarks/mnist/lstm_optimizer.yaml \\
         --out benchmarks/results/learned_optimizer_mnist
@@ -55,7 +56,8 @@ BASELINES: dict[str, Callable[..., torch.optim.Optimizer]] = {
 }
 LEARNING_RATES = [float(f"{10 ** (k / 2):.0e}") for k in range(-8, 3)]  # 1e-4, 3e-4, ... 10
 LEARNED = "LSTM (learned)"
-TUNING, TEST = 11, 12  # derive_seed keys: initialisations and minibatches of each phase
+TUNING, TEST = 11, 12  # derive_seed keys of each phase's initialisations and minibatches
+INIT, BATCHES = 0, 1  # and of the two within a phase
 
 
 def meta_train(config: RunConfig, runs: Path, out: Path):
@@ -83,9 +85,9 @@ class Problem:
 
     def start(self, phase: int, k: int, steps: int) -> tuple[torch.nn.Module, list]:
         """The k-th initialisation of ``phase`` (the model, re-drawn) and its minibatches."""
-        reinitialise(self.model, derive_seed(self.seed, phase, k))
+        reinitialise(self.model, derive_seed(self.seed, phase, k, INIT))
         batches = self.stream.train_batches(self.scenario, [0], self.batch_size,
-                                            derive_generator(self.seed, phase, k), seen=1)
+                                            derive_generator(self.seed, phase, k, BATCHES), seen=1)
         return self.model, list(islice(batches, steps))
 
 
@@ -114,7 +116,8 @@ def curves(problem: Problem, phase: int, n: int, steps: int, learner,
             model, batches = problem.start(phase, k, steps)
             losses = baseline_losses(model, BASELINES[name](model.parameters(), lr), batches)
             out.setdefault(name, []).append(losses)
-    return {name: np.nan_to_num(np.array(losses), nan=np.inf) for name, losses in out.items()}
+    arrays = {name: np.array(losses) for name, losses in out.items()}
+    return {name: np.where(np.isnan(a), np.inf, a) for name, a in arrays.items()}  # NaN: diverged
 
 
 def tune(problem: Problem, n: int, steps: int) -> dict[str, dict[str, float]]:

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import platform
 import socket
 import subprocess
@@ -145,18 +146,25 @@ def run(config: RunConfig, run_dir: Path | None = None, resume: bool = False,
 
 
 def evaluate(run_dir: Path, overrides: Sequence[str] = ()) -> dict[str, Any]:
-    """Test the learner a run's checkpoint holds on every task of its benchmark, or of another
-    one given by ``overrides`` (Omniglot-trained on MNIST digits, more shots, more inner steps
-    at test), with the protocol's own evaluation. Returns the accuracies (95% CIs for few-shot
-    tasks) and writes them to ``run_dir/evaluations/<benchmark>[-<N>way<K>shot].json``."""
+    """Test the learner of a finished run, as its checkpoint holds it, on every task of its
+    benchmark, or of another one given by ``overrides`` (Omniglot-trained on MNIST digits, more
+    shots, more inner steps at test), with the protocol's own evaluation. Returns the accuracies
+    (95% CIs for few-shot tasks) and writes them to ``run_dir/evaluations/<overrides>.json``
+    (``as_trained.json`` without overrides)."""
     checkpoint = run_dir / "checkpoint.pt"
     if not checkpoint.is_file():
-        raise ConfigError(f"{run_dir} holds no checkpoint.pt: give the folder of a run that "
-                          "completed at least one task (or a mid-task checkpoint)")
+        raise ConfigError(f"{run_dir} holds no checkpoint.pt: give the folder of a finished run")
     config = load_config(run_dir / "config.yaml", overrides)
+    started = environment(resolve_device(config.device), config)
     stream, scenario, learner, device = build_run(config)
+    state = load_checkpoint(checkpoint, map_location=device)
+    trained = RunResults.from_dict(state["results"])
+    if trained.completed_tasks < len(trained.task_names):
+        raise ConfigError(
+            f"{run_dir} stopped after {trained.completed_tasks} of {len(trained.task_names)} tasks "
+            f"(its learner may be mid-task): finish it with metalearn run --resume {run_dir}")
     try:
-        learner.load_state_dict(load_checkpoint(checkpoint)["learner"])
+        learner.load_state_dict(state["learner"])
     except RuntimeError as error:
         raise ConfigError(f"the learner saved in {run_dir} does not fit the evaluation's model: "
                           "keep the model and its number of outputs (protocol.n_way for few-shot "
@@ -167,13 +175,13 @@ def evaluate(run_dir: Path, overrides: Sequence[str] = ()) -> dict[str, Any]:
         accuracy, interval = protocol.evaluate(j, seen=len(stream))
         tasks.append({"task": task.name, "accuracy": accuracy, "ci95": interval})
     p = config.protocol
-    shots = f"-{p.n_way}way{p.k_shot}shot" if stream.episodic else ""
     evaluation = {"run_dir": str(run_dir), "overrides": list(overrides),
                   "benchmark": config.benchmark.model_dump(mode="json"),
                   "scenario": scenario.value if scenario else None, "tasks": tasks,
-                  "episodes": p.eval_episodes if stream.episodic else None,
-                  "environment": environment(device, config)}
-    out = run_dir / "evaluations" / f"{config.benchmark.name}{shots}.json"
+                  "shots": {"n_way": p.n_way, "k_shot": p.k_shot, "episodes": p.eval_episodes}
+                  if stream.episodic else None, "environment": started}
+    name = re.sub(r"[^A-Za-z0-9._=-]+", "-", "_".join(overrides))[:120] or "as_trained"
+    out = run_dir / "evaluations" / f"{name}.json"
     out.parent.mkdir(exist_ok=True)
     out.write_text(json.dumps(evaluation, indent=2) + "\n")
     evaluation["path"] = str(out)

@@ -18,6 +18,7 @@ with tuned hand-designed optimizers from many initialisations (:meth:`LSTMOptimi
 
 from __future__ import annotations
 
+import warnings
 from typing import Any, Iterable
 
 import pydantic
@@ -33,9 +34,14 @@ from metalearn.models import reinitialise
 from metalearn.seeding import derive_seed
 from metalearn.tasks import Batch
 
-OPTIMISEE_INIT = 3  # derive_seed key of each optimisee's fresh initialisation
+OPTIMISEE_INIT = 7  # derive_seed(seed, optimisee number, key): each optimisee's initialisation
 
-State = tuple[torch.Tensor, torch.Tensor]  # the LSTM's (h, c), each [layers, coordinates, hidden]
+StackedState = tuple[torch.Tensor, torch.Tensor]  # (h, c) of all layers: [layers, coordinates, hidden]
+
+
+def leaves(params: Parameters) -> Parameters:
+    """Detached copies that require grad: where a truncated unroll (or a plain run) starts."""
+    return {name: p.detach().requires_grad_() for name, p in params.items()}
 
 
 class CoordinatewiseLSTM(nn.Module):
@@ -49,12 +55,12 @@ class CoordinatewiseLSTM(nn.Module):
         self.output = nn.Linear(hidden, 1)
         self.preprocess_p, self.output_scale = preprocess_p, output_scale
 
-    def initial_state(self, coordinates: torch.Tensor) -> State:
+    def initial_state(self, coordinates: torch.Tensor) -> StackedState:
         """Zero state for a vector of coordinates."""
         zeros = coordinates.new_zeros(len(self.cells), len(coordinates), self.cells[0].hidden_size)
         return zeros, zeros.clone()
 
-    def forward(self, gradient: torch.Tensor, state: State) -> tuple[torch.Tensor, State]:
+    def forward(self, gradient: torch.Tensor, state: StackedState) -> tuple[torch.Tensor, StackedState]:
         """The update of each coordinate [n] from its gradient [n], and the next state."""
         x, hs, cs = log_and_sign(gradient, self.preprocess_p), [], []
         for cell, h, c in zip(self.cells, *state):
@@ -103,15 +109,15 @@ class LSTMOptimizer(Learner):
         self.optimisees = 0  # optimisees started so far, each from its own fresh initialisation
         self.step = 0  # steps taken by the current optimisee
         self.params: Parameters = {}
-        self.state: State | None = None
+        self.state: StackedState | None = None
         self.unroll_losses: list[torch.Tensor] = []
 
     def loss(self, model: nn.Module, params: Parameters, batch: Batch) -> torch.Tensor:
         """The optimisee's loss: ``model`` with ``params`` on ``batch``."""
         return masked_cross_entropy(functional_call(model, params, (batch.x,)), batch)
 
-    def update(self, params: Parameters, loss: torch.Tensor, state: State,
-               meta_train: bool) -> tuple[Parameters, State]:
+    def update(self, params: Parameters, loss: torch.Tensor, state: StackedState,
+               meta_train: bool) -> tuple[Parameters, StackedState]:
         """One step of the learned rule. ``meta_train`` keeps the graph from the LSTM's weights
         to the new parameters; otherwise nothing is recorded."""
         second_order = meta_train and self.options.second_derivatives
@@ -120,9 +126,7 @@ class LSTMOptimizer(Learner):
         with torch.set_grad_enabled(meta_train):
             step, state = self.network(flatten(dict(zip(params, gradients))), state)
             new = unflatten(flatten(params) + step, params)
-        if not meta_train:
-            new = {name: p.detach().requires_grad_() for name, p in new.items()}
-        return new, state
+        return (new if meta_train else leaves(new)), state
 
     def train_step(self, batch: Batch) -> dict[str, torch.Tensor]:
         if self.step == 0:
@@ -140,20 +144,21 @@ class LSTMOptimizer(Learner):
 
     def _fresh_optimisee(self) -> None:
         """A new optimisee: the model drawn afresh, from the run's seed and its number."""
-        reinitialise(self.model, derive_seed(self.context.seed, OPTIMISEE_INIT, self.optimisees))
+        reinitialise(self.model, derive_seed(self.context.seed, self.optimisees, OPTIMISEE_INIT))
         self.optimisees += 1
-        self.params = {name: p.detach().clone().requires_grad_()
-                       for name, p in self.model.named_parameters()}
+        self.params = leaves({name: p.clone() for name, p in self.model.named_parameters()})
         self.state = self.network.initial_state(flatten(self.params))
         self.unroll_losses = []
 
     def _meta_step(self, batch: Batch) -> torch.Tensor:
-        """Adam step on the unroll's mean loss, the end point's included; then truncate."""
+        """Adam step on the unroll's mean loss, then truncate. The end point's loss is taken on
+        the unroll's last minibatch (the paper's code draws a new one; the protocol hands a
+        learner one batch per step); the first term, at the detached start, is a constant."""
         meta_loss = torch.stack([*self.unroll_losses, self.loss(self.model, self.params, batch)]).mean()
         self.meta_optimizer.zero_grad()
         meta_loss.backward(inputs=list(self.network.parameters()))
         self.meta_optimizer.step()
-        self.params = {name: p.detach().requires_grad_() for name, p in self.params.items()}
+        self.params = leaves(self.params)
         self.state = tuple(s.detach() for s in self.state)
         self.unroll_losses = []
         return meta_loss.detach()
@@ -175,7 +180,7 @@ class LSTMOptimizer(Learner):
         """Train ``model`` (any architecture; itself left unchanged) with the learned rule from
         its current weights, one step per batch, without meta-learning; the minibatch loss
         before each step."""
-        params = {name: p.detach().clone().requires_grad_() for name, p in model.named_parameters()}
+        params = leaves({name: p.clone() for name, p in model.named_parameters()})
         state, losses = self.network.initial_state(flatten(params)), []
         for batch in batches:
             loss = self.loss(model, params, batch)
@@ -184,7 +189,13 @@ class LSTMOptimizer(Learner):
         return losses
 
     def state_dict(self) -> dict[str, Any]:
-        """With the optimisee in progress (an unroll's graph is not kept: see resumes_mid_task)."""
+        """With the optimisee in progress; an unfinished unroll's graph cannot be kept."""
+        if self.unroll_losses:
+            warnings.warn(
+                f"checkpoint {len(self.unroll_losses)} steps into an unroll of {self.options.unroll}:"
+                " a run resumed from it starts a new unroll there and differs from an uninterrupted"
+                " one; make protocol.checkpoint_every a multiple of learner.options.unroll",
+                stacklevel=2)
         return {**super().state_dict(), "network": self.network.state_dict(),
                 "meta_optimizer": self.meta_optimizer.state_dict(), "optimisees": self.optimisees,
                 "step": self.step, "optimisee": {k: p.detach() for k, p in self.params.items()},
@@ -195,6 +206,6 @@ class LSTMOptimizer(Learner):
         self.network.load_state_dict(state["network"])
         self.meta_optimizer.load_state_dict(state["meta_optimizer"])
         self.optimisees, self.step = state["optimisees"], state["step"]
-        self.params = {k: p.clone().requires_grad_() for k, p in state["optimisee"].items()}
+        self.params = leaves(state["optimisee"])
         self.state = tuple(state["lstm_state"]) if state["lstm_state"] is not None else None
         self.unroll_losses = []

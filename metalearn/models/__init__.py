@@ -15,7 +15,6 @@ from torch import nn
 from metalearn.models.conv4 import Conv4
 from metalearn.models.mlp import MLP
 
-
 MODELS: dict[str, type[nn.Module]] = {"mlp": MLP, "conv4": Conv4}
 
 

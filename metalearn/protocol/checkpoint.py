@@ -15,6 +15,7 @@ def save_checkpoint(path: Path, state: dict[str, Any]) -> None:
     atomic_torch_save(state, path)
 
 
-def load_checkpoint(path: Path) -> dict[str, Any]:
-    """Load with ``weights_only=True``: only tensors and plain containers, never objects."""
-    return torch.load(path, weights_only=True)
+def load_checkpoint(path: Path, map_location: torch.device | str | None = None) -> dict[str, Any]:
+    """Load with ``weights_only=True``: only tensors and plain containers, never objects;
+    ``map_location`` moves the tensors (a run trained on a GPU, tested on a CPU)."""
+    return torch.load(path, weights_only=True, map_location=map_location)

@@ -125,17 +125,24 @@ def test_evaluate_tests_a_finished_run_again_as_the_protocol_did(tiny_config, tm
     task_il = evaluate(tmp_path / "run", ["scenario=task"])
     assert task_il["scenario"] == "task"
     assert np.mean([t["accuracy"] for t in task_il["tasks"]]) > results.accuracy[-1].mean()
-    saved = json.loads((tmp_path / "run" / "evaluations" / "split_mnist.json").read_text())
-    assert saved["overrides"] == ["scenario=task"]
-    assert main(["evaluate", str(tmp_path / "run")]) == 0
+    assert main(["evaluate", str(tmp_path / "run")]) == 0  # writes as_trained.json
     assert "written to" in capsys.readouterr().out
+    saved = json.loads((tmp_path / "run" / "evaluations" / "scenario=task.json").read_text())
+    assert saved["overrides"] == ["scenario=task"] and saved["scenario"] == "task"
+    assert (tmp_path / "run" / "evaluations" / "as_trained.json").is_file()
 
 
-def test_evaluate_explains_a_model_that_does_not_fit_or_a_missing_checkpoint(tiny_config, tmp_path,
-                                                                           capsys):
-    run(load_config(tiny_config(protocol__steps_per_task=1)), run_dir=tmp_path / "run")
+def test_evaluate_explains_a_model_that_does_not_fit_an_unfinished_run_or_no_checkpoint(
+        tiny_config, tmp_path, capsys):
+    config = load_config(tiny_config(protocol__steps_per_task=1))
+    run(config, run_dir=tmp_path / "run")
     with pytest.raises(ConfigError, match="does not fit the evaluation's model"):
         evaluate(tmp_path / "run", ["model.options.hidden=[32]"])
+    state = torch.load(tmp_path / "run" / "checkpoint.pt", weights_only=True)
+    state["results"]["completed_tasks"] = 3
+    torch.save(state, tmp_path / "run" / "checkpoint.pt")
+    with pytest.raises(ConfigError, match="stopped after 3 of 5 tasks.*--resume"):
+        evaluate(tmp_path / "run")
     (tmp_path / "run" / "checkpoint.pt").unlink()
     assert main(["evaluate", str(tmp_path / "run")]) == 1
     assert "holds no checkpoint.pt" in capsys.readouterr().err

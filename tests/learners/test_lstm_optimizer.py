@@ -4,6 +4,7 @@ the meta-loss on a family of quadratics, and the learner in the protocol (fresh 
 resume)."""
 
 import math
+import warnings
 
 import numpy as np
 import pytest
@@ -14,7 +15,9 @@ from metalearn.cli.config import load_config
 from metalearn.cli.runner import run
 from metalearn.learners import LearnerContext
 from metalearn.learners.coordinatewise import flatten, log_and_sign, lstm_step, unflatten
-from metalearn.learners.lstm_optimizer import CoordinatewiseLSTM, LSTMOptimizer
+from metalearn.learners.lstm_optimizer import OPTIMISEE_INIT, CoordinatewiseLSTM, LSTMOptimizer
+from metalearn.models import reinitialise
+from metalearn.seeding import derive_seed
 
 CPU = torch.device("cpu")
 
@@ -132,23 +135,35 @@ def test_meta_training_on_quadratics_lowers_the_meta_loss():
     assert after < 0.5 * before, (before, after)
 
 
-def test_second_derivatives_change_the_meta_gradient_only_when_asked():
-    def meta_gradient(second_derivatives):
-        torch.manual_seed(0)
-        options = QuadraticLSTMOptimizer.Options(unroll=5, horizon=5, output_scale=0.1,
-                                                 second_derivatives=second_derivatives)
-        learner = QuadraticLSTMOptimizer(Quadratic().double(), options, LearnerContext(None, None, CPU, 0))
-        learner.network.double()
-        problem = next(quadratics(torch.Generator().manual_seed(0)))
-        problem = tuple(t.double() for t in problem)
-        learner.meta_optimizer.step = lambda: None  # keep the gradient, skip the update
-        for _ in range(5):
-            learner.train_step(problem)
-        return flatten(dict((n, p.grad) for n, p in learner.network.named_parameters()))
+@pytest.mark.parametrize("second_derivatives", [False, True])
+def test_the_meta_gradient_equals_the_unroll_written_out_by_hand(second_derivatives):
+    """One unroll on a quadratic, float64: theta_{t+1} = theta_t + LSTM(grad f(theta_t)) with the
+    analytic gradient 2 W^T (W theta - y), a constant unless second derivatives are asked for;
+    the meta-loss is the mean of f(theta_0) .. f(theta_T)."""
+    options = QuadraticLSTMOptimizer.Options(unroll=5, horizon=5, output_scale=0.1,
+                                             second_derivatives=second_derivatives)
+    torch.manual_seed(0)
+    learner = QuadraticLSTMOptimizer(Quadratic().double(), options, LearnerContext(None, None, CPU, 0))
+    learner.network.double()
+    W, y = (t.double() for t in next(quadratics(torch.Generator().manual_seed(0))))
+    learner.meta_optimizer.step = lambda: None  # keep the gradient, leave the weights
+    for _ in range(5):
+        learner.train_step((W, y))
+    ours = [p.grad.clone() for p in learner.network.parameters()]
 
-    first, second = meta_gradient(False), meta_gradient(True)
-    assert torch.isfinite(first).all() and first.abs().sum() > 0
-    assert not torch.allclose(first, second, rtol=1e-3)
+    model = Quadratic().double()
+    reinitialise(model, derive_seed(0, 0, OPTIMISEE_INIT))  # the learner's first optimisee
+    theta, state, losses = model.theta.detach(), learner.network.initial_state(model.theta), []
+    for _ in range(5):
+        losses.append(((W @ theta - y) ** 2).sum())
+        gradient = 2 * W.T @ (W @ theta - y)
+        step, state = learner.network(gradient if second_derivatives else gradient.detach(), state)
+        theta = theta + step
+    losses.append(((W @ theta - y) ** 2).sum())
+    reference = torch.autograd.grad(torch.stack(losses).mean(), list(learner.network.parameters()))
+    for a, b in zip(ours, reference, strict=True):
+        torch.testing.assert_close(a, b, rtol=1e-10, atol=1e-12)
+    assert torch.cat([g.flatten() for g in ours]).abs().sum() > 0
 
 
 def test_each_optimisee_starts_from_its_own_reproducible_initialisation():
@@ -209,7 +224,15 @@ def test_horizon_must_hold_whole_unrolls():
         LSTMOptimizer.Options(unroll=20, horizon=50)
 
 
-def test_an_unknown_activation_names_the_choices():
-    from metalearn.models import MLP
-    with pytest.raises(ValueError, match="choose one of"):
-        MLP(4, 2, hidden=(3,), activation="tanh")
+def test_a_checkpoint_inside_an_unroll_warns_that_resuming_will_differ():
+    options = QuadraticLSTMOptimizer.Options(unroll=5, horizon=10)
+    learner = QuadraticLSTMOptimizer(Quadratic(), options, LearnerContext(None, None, CPU, 0))
+    problem = next(quadratics(torch.Generator().manual_seed(0)))
+    for _ in range(5):
+        learner.train_step(problem)
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        learner.state_dict()  # between unrolls: exact, no warning
+    learner.train_step(problem)
+    with pytest.warns(UserWarning, match="multiple of learner.options.unroll"):
+        learner.state_dict()
