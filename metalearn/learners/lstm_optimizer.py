@@ -152,8 +152,8 @@ class LSTMOptimizer(Learner):
 
     def _meta_step(self, batch: Batch) -> torch.Tensor:
         """Adam step on the unroll's mean loss, then truncate. The end point's loss is taken on
-        the unroll's last minibatch (the paper's code draws a new one; the protocol hands a
-        learner one batch per step); the first term, at the detached start, is a constant."""
+        the unroll's last minibatch, as the protocol hands a learner one batch per step (a fresh
+        one would be unbiased); the first term, at the detached start, is a constant."""
         meta_loss = torch.stack([*self.unroll_losses, self.loss(self.model, self.params, batch)]).mean()
         self.meta_optimizer.zero_grad()
         meta_loss.backward(inputs=list(self.network.parameters()))
