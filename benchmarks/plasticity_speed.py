@@ -30,7 +30,6 @@ from torch.utils._python_dispatch import TorchDispatchMode
 from torch.utils.flop_counter import FlopCounterMode
 
 from metalearn.cli.config import load_config
-from peers.avalanche_split_mnist import run_avalanche  # benchmarks/ is on the path
 from metalearn.cli.runner import build_run, run
 from metalearn.learners.ewc import log_likelihood
 from metalearn.seeding import derive_generator
@@ -149,6 +148,11 @@ def main() -> None:
     parser.add_argument("--runs", type=Path, default=Path("runs/plasticity_speed"))
     parser.add_argument("--out", type=Path, default=RESULTS / "plasticity_speed_cpu.json")
     args = parser.parse_args()
+    try:  # the peer, imported only now so that --help works without it
+        from peers.avalanche_split_mnist import run_avalanche  # benchmarks/ is on the path
+    except ImportError as error:
+        raise SystemExit(f"{error}: this benchmark compares with Avalanche; install the peers "
+                         "with `bash scripts/install_peers.sh`") from None
 
     report = {"command": "python benchmarks/plasticity_speed.py", "device": platform.processor() or "cpu",
               "cpu_count": os.cpu_count(), "torch_threads": torch.get_num_threads(),
