@@ -169,3 +169,25 @@ def test_task_order_is_given_or_drawn_from_the_seed(tiny_config, tmp_path):
     assert {tuple(names(task_order="random", seed=s)) for s in range(1, 4)} != {tuple(drawn)}
     with pytest.raises(ConfigError, match="task_order \\[0, 0, 1, 2, 3\\] is not a permutation"):
         names(task_order=[0, 0, 1, 2, 3])
+
+
+def test_evaluate_tests_a_few_shot_run_on_another_benchmark_with_more_shots(data_root, tmp_path):
+    config = {
+        "benchmark": {"name": "omniglot", "options": {"split": "maml"}},
+        "learner": {"name": "maml", "options": {"eval_inner_steps": 1}},
+        "model": {"name": "conv4", "options": {"hidden": 8}},
+        "protocol": {"steps_per_task": 2, "q_query": 2, "meta_batch_size": 2, "eval_episodes": 10,
+                     "eval_meta_batch_size": 10},
+        "device": "cpu", "data_root": str(data_root), "wandb": {"mode": "disabled"},
+    }
+    path = tmp_path / "fewshot.yaml"
+    path.write_text(yaml.safe_dump(config))
+    results = run(load_config(path), run_dir=tmp_path / "run")
+    own = evaluate(tmp_path / "run")
+    assert own["tasks"][0]["accuracy"] == results.accuracy[-1, 0]
+    assert own["tasks"][0]["ci95"] == results.interval[-1, 0]
+    digits = evaluate(tmp_path / "run", ["benchmark.name=omniglot_to_mnist", "protocol.k_shot=3"])
+    assert digits["shots"] == {"n_way": 5, "k_shot": 3, "episodes": 10}
+    assert digits["tasks"][0]["task"] == "omniglot-to-mnist" and 0 < digits["tasks"][0]["accuracy"] <= 1
+    saved = tmp_path / "run" / "evaluations" / "benchmark.name=omniglot_to_mnist_protocol.k_shot=3.json"
+    assert json.loads(saved.read_text())["tasks"] == digits["tasks"]
