@@ -82,9 +82,7 @@ def run_all(args: argparse.Namespace) -> list[tuple[RunResults, str, dict[str, s
             continue
         tag = "".join(f"-{key.rsplit('.', 1)[-1]}={value}" for key, value in point.items())
         name = f"{label}-{scenario or 'fewshot'}{tag}-seed{seed}"
-        # what decides the results (not where they go, nor how often a run checkpoints)
-        settings = yaml.safe_dump(config.model_dump(mode="json", exclude={
-            "output_dir": True, "wandb": True, "protocol": {"checkpoint_every"}}))
+        settings = config.result_settings()
         if (done / f"{name}.json").exists():
             stored = done / f"{name}.yaml"
             if stored.exists() and stored.read_text() != settings:

@@ -27,7 +27,7 @@ import sys
 import time
 from itertools import islice
 from pathlib import Path
-from typing import Callable, Iterable
+from typing import Any, Callable
 
 import numpy as np
 import torch
@@ -64,6 +64,10 @@ def meta_train(config: RunConfig, runs: Path, out: Path):
     """The meta-trained learner: trained now, resumed, or loaded from a finished run (whose
     folder, but its checkpoint, is copied to ``out/meta_training``)."""
     run_dir = runs / f"lstm_optimizer-mnist-seed{config.seed}"
+    stored = run_dir / "config.yaml"
+    if stored.is_file() and load_config(stored).result_settings() != config.result_settings():
+        raise SystemExit(f"{run_dir} holds a meta-training run of another config (see {stored}); "
+                         "pass another --runs or delete it")
     finished = (run_dir / "results.json").is_file() and load_results(run_dir).completed_tasks == 1
     if not finished:
         run(config, run_dir=run_dir, resume=(run_dir / "checkpoint.pt").is_file())
@@ -72,6 +76,10 @@ def meta_train(config: RunConfig, runs: Path, out: Path):
     _, _, learner, _ = build_run(config)
     learner.load_state_dict(load_checkpoint(run_dir / "checkpoint.pt")["learner"])
     return learner, run_dir
+
+
+# Trains a model, as initialised, one step per minibatch; the minibatch loss before each step.
+Trainer = Callable[[torch.nn.Module, list], list[float]]
 
 
 class Problem:
@@ -83,51 +91,53 @@ class Problem:
         self.model.to(learner.context.device)
         self.stream, self.scenario, self.seed, self.batch_size = stream, scenario, seed, batch_size
 
-    def start(self, phase: int, k: int, steps: int) -> tuple[torch.nn.Module, list]:
-        """The k-th initialisation of ``phase`` (the model, re-drawn) and its minibatches."""
+    def initialised(self, phase: int, k: int) -> torch.nn.Module:
+        """The model at the k-th initialisation of ``phase`` (re-drawn in place)."""
         reinitialise(self.model, derive_seed(self.seed, phase, k, INIT))
+        return self.model
+
+    def batches(self, phase: int, k: int, steps: int) -> list:
+        """The k-th run of ``phase``'s minibatches."""
         batches = self.stream.train_batches(self.scenario, [0], self.batch_size,
                                             derive_generator(self.seed, phase, k, BATCHES), seen=1)
-        return self.model, list(islice(batches, steps))
+        return list(islice(batches, steps))
 
 
-def baseline_losses(model: torch.nn.Module, optimizer: torch.optim.Optimizer,
-                    batches: Iterable) -> list[float]:
-    """Minibatch loss before each step of a hand-designed optimizer."""
-    losses = []
-    for batch in batches:
-        loss = masked_cross_entropy(model(batch.x), batch)
-        optimizer.zero_grad()
-        loss.backward()
-        optimizer.step()
-        losses.append(loss.item())
-    return losses
+def baseline(name: str, lr: float) -> Trainer:
+    """A hand-designed optimizer of ``BASELINES`` at learning rate ``lr``."""
+    def train(model: torch.nn.Module, batches: list) -> list[float]:
+        optimizer, losses = BASELINES[name](model.parameters(), lr), []
+        for batch in batches:
+            loss = masked_cross_entropy(model(batch.x), batch)
+            optimizer.zero_grad()
+            loss.backward()
+            optimizer.step()
+            losses.append(loss.item())
+        return losses
+
+    return train
 
 
-def curves(problem: Problem, phase: int, n: int, steps: int, learner,
-           rates: dict[str, float]) -> dict[str, np.ndarray]:
-    """[n, steps] losses of the learned rule (if ``learner``) and each baseline at its rate."""
-    out: dict[str, list[list[float]]] = {}
+def curves(problem: Problem, phase: int, n: int, steps: int,
+           trainers: dict[Any, Trainer]) -> dict[Any, np.ndarray]:
+    """[n, steps] losses of each trainer, all from the same n initialisations and minibatches
+    (drawn once per initialisation); a diverged run's NaN counts as infinite."""
+    out: dict[Any, list[list[float]]] = {}
     for k in range(n):
-        if learner is not None:
-            model, batches = problem.start(phase, k, steps)
-            out.setdefault(LEARNED, []).append(learner.trajectory(model, batches))
-        for name, lr in rates.items():
-            model, batches = problem.start(phase, k, steps)
-            losses = baseline_losses(model, BASELINES[name](model.parameters(), lr), batches)
-            out.setdefault(name, []).append(losses)
-    arrays = {name: np.array(losses) for name, losses in out.items()}
-    return {name: np.where(np.isnan(a), np.inf, a) for name, a in arrays.items()}  # NaN: diverged
+        batches = problem.batches(phase, k, steps)
+        for key, train in trainers.items():
+            out.setdefault(key, []).append(train(problem.initialised(phase, k), batches))
+    arrays = {key: np.array(losses) for key, losses in out.items()}
+    return {key: np.where(np.isnan(a), np.inf, a) for key, a in arrays.items()}
 
 
-def tune(problem: Problem, n: int, steps: int) -> dict[str, dict[str, float]]:
+def tune(problem: Problem, n: int, steps: int) -> dict[str, dict]:
     """Per baseline: the grid's mean loss over the last 10 steps at each rate, and the best."""
+    grid = curves(problem, TUNING, n, steps, {(name, lr): baseline(name, lr)
+                                              for name in BASELINES for lr in LEARNING_RATES})
     tuned = {}
     for name in BASELINES:
-        scores = {}
-        for lr in LEARNING_RATES:
-            losses = curves(problem, TUNING, n, steps, None, {name: lr})[name]
-            scores[lr] = float(losses[:, -10:].mean())
+        scores = {lr: float(grid[name, lr][:, -10:].mean()) for lr in LEARNING_RATES}
         tuned[name] = {"best": min(scores, key=scores.get), "grid": scores}
     return tuned
 
@@ -189,7 +199,9 @@ def main() -> None:
         for steps in args.steps:
             tuned = tune(problem, args.tuning_inits, steps)
             rates = {name: t["best"] for name, t in tuned.items()}
-            losses = curves(problem, TEST, args.inits, steps, learner, rates)
+            trainers = {LEARNED: learner.trajectory,
+                        **{name: baseline(name, lr) for name, lr in rates.items()}}
+            losses = curves(problem, TEST, args.inits, steps, trainers)
             figures.append(plot_loss_curves(
                 losses, args.out / f"curves_{problem_name}_{steps}.png",
                 f"MNIST MLP {problem_name}, {steps} steps, {args.inits} initialisations"))

@@ -53,6 +53,12 @@ class RunConfig(_Section):
     output_dir: str = "runs"
     wandb: WandbSettings = WandbSettings()
 
+    def result_settings(self) -> str:
+        """The config as YAML without what leaves a run's results unchanged (where they go,
+        wandb, how often it checkpoints): runs with equal settings may share their results."""
+        return yaml.safe_dump(self.model_dump(mode="json", exclude={
+            "output_dir": True, "wandb": True, "protocol": {"checkpoint_every"}}))
+
 
 def load_config(path: str | Path, overrides: Sequence[str] = ()) -> RunConfig:
     """Read a YAML config and apply ``key.path=value`` overrides (values parsed as YAML)."""

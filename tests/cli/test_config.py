@@ -53,3 +53,12 @@ def test_few_shot_benchmark_refuses_a_scenario(tiny_config):
     config = load_config(tiny_config(), ["benchmark.name=mnist_few_shot"])
     with pytest.raises(ConfigError, match="few-shot: remove the scenario"):
         build_run(config)
+
+
+def test_result_settings_ignore_only_what_leaves_results_unchanged(tiny_config):
+    base = load_config(tiny_config()).result_settings()
+    same = load_config(tiny_config(), ["output_dir=elsewhere", "wandb.mode=offline",
+                                       "protocol.checkpoint_every=20"]).result_settings()
+    assert same == base
+    assert load_config(tiny_config(), ["learner.options.lr=0.5"]).result_settings() != base
+    assert load_config(tiny_config(), ["seed=3"]).result_settings() != base
