@@ -43,7 +43,7 @@ from metalearn.seeding import derive_generator, derive_seed
 from metalearn.tracking import plot_loss_curves, resolve_mode
 from metalearn.tracking.run_folder import load_results
 
-PROBLEMS = {  # model options of each optimisee problem
+PROBLEMS = {  # each optimisee problem: these over the config's model options
     "sigmoid20": {"hidden": [20], "activation": "sigmoid"},
     "sigmoid40": {"hidden": [40], "activation": "sigmoid"},
     "relu20": {"hidden": [20], "activation": "relu"},
@@ -195,7 +195,8 @@ def main() -> None:
     meta_training_s = load_results(run_dir).timings.get("train_s/task_0")
     rows, figures = [], []
     for problem_name in args.problems:
-        problem = Problem(learner, PROBLEMS[problem_name], config.seed, config.protocol.batch_size)
+        options = {**config.model.options, **PROBLEMS[problem_name]}  # init_std and the like kept
+        problem = Problem(learner, options, config.seed, config.protocol.batch_size)
         for steps in args.steps:
             tuned = tune(problem, args.tuning_inits, steps)
             rates = {name: t["best"] for name, t in tuned.items()}
