@@ -39,33 +39,28 @@ class MAMLOptions(LearnerOptions):
     batching: Batching = "auto"
 
 
-@register
-class MAML(Learner):
-    """Model-agnostic meta-learning (second order unless ``first_order``)."""
+class EpisodicMetaLearner(Learner):
+    """The episode loop of learners that adapt a learned initialisation to each support set and
+    meta-learn through the query loss: an outer Adam step on the meta-batch's mean query loss,
+    episodes vmapped or looped. A subclass says how to ``adapt``; its options have
+    ``inner_steps``, ``eval_inner_steps``, ``lr``, ``transductive`` and ``batching``."""
 
-    name = "maml"
     task_kinds = frozenset({EPISODIC})
-    Options = MAMLOptions
     resumes_mid_task = True  # all its state is in state_dict
 
-    def __init__(self, model: nn.Module, options: MAMLOptions, context: LearnerContext) -> None:
+    def __init__(self, model: nn.Module, options: LearnerOptions, context: LearnerContext) -> None:
         super().__init__(model, options, context)
         self.functional = FunctionalModel(self.model, options.batching)
         self.optimizer = adam(self.meta_parameters(), options.lr)
 
     def meta_parameters(self) -> list[torch.Tensor]:
-        """What the outer loop learns: the initialisation."""
+        """What the outer loop learns: the initialisation (and what a subclass adds)."""
         return list(self.model.parameters())
-
-    def inner_lrs(self) -> dict[str, float | torch.Tensor]:
-        """The inner learning rate of each parameter, by name."""
-        return {name: self.options.inner_lr for name, _ in self.model.named_parameters()}
 
     def adapt(self, params: Parameters, support_x: torch.Tensor, support_y: torch.Tensor,
               steps: int) -> Parameters:
-        """``steps`` inner SGD steps from ``params`` on one episode's support set."""
-        return self.functional.sgd(params, support_x, support_y, steps, self.inner_lrs(),
-                                   self.options.first_order)
+        """``steps`` inner updates from ``params`` on one episode's support set."""
+        raise NotImplementedError
 
     def _episode_loss(self, support_x: torch.Tensor, support_y: torch.Tensor, query_x: torch.Tensor,
                       query_y: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
@@ -119,3 +114,21 @@ class MAML(Learner):
     def load_state_dict(self, state: dict[str, Any]) -> None:
         super().load_state_dict(state)
         self.optimizer.load_state_dict(state["optimizer"])
+
+
+@register
+class MAML(EpisodicMetaLearner):
+    """Model-agnostic meta-learning (second order unless ``first_order``)."""
+
+    name = "maml"
+    Options = MAMLOptions
+
+    def inner_lrs(self) -> dict[str, float | torch.Tensor]:
+        """The inner learning rate of each parameter, by name."""
+        return {name: self.options.inner_lr for name, _ in self.model.named_parameters()}
+
+    def adapt(self, params: Parameters, support_x: torch.Tensor, support_y: torch.Tensor,
+              steps: int) -> Parameters:
+        """``steps`` inner SGD steps from ``params`` on one episode's support set."""
+        return self.functional.sgd(params, support_x, support_y, steps, self.inner_lrs(),
+                                   self.options.first_order)

@@ -33,7 +33,7 @@ from torch import nn
 from metalearn.learners.base import LearnerContext, LearnerOptions
 from metalearn.learners.coordinatewise import flatten, log_and_sign, lstm_step, unflatten
 from metalearn.learners.inner_loop import Batching, Parameters
-from metalearn.learners.maml import MAML
+from metalearn.learners.maml import EpisodicMetaLearner
 from metalearn.learners.registry import register
 
 Range = tuple[float, float]
@@ -91,7 +91,7 @@ class MetaLearnerCell(nn.Module):
 
 
 @register
-class MetaLSTM(MAML):
+class MetaLSTM(EpisodicMetaLearner):
     """The meta-LSTM learner; MAML's episode loop with the LSTM's update as the inner step."""
 
     name = "meta_lstm"
@@ -119,7 +119,7 @@ class MetaLSTM(MAML):
         return unflatten(c, params)
 
     def meta_gradient(self, batch: Any) -> tuple[torch.Tensor, torch.Tensor]:
-        """MAML's accumulated meta-gradient, its norm clipped to ``grad_clip``."""
+        """The episode loop's accumulated meta-gradient, its norm clipped to ``grad_clip``."""
         loss, accuracy = super().meta_gradient(batch)
         if self.options.grad_clip is not None:
             nn.utils.clip_grad_norm_(self.meta_parameters(), self.options.grad_clip)
