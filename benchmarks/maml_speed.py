@@ -5,17 +5,22 @@ Omniglot 5-way 1-shot, 15 queries per class, Conv4, meta-batch 32, one inner SGD
 outer Adam 1e-3 (Finn et al. 2017). Every implementation starts from the same weights and gets
 the same episodes; their first meta-gradients are compared with ours (loop) before any timing,
 and one that disagrees is reported and not timed. The result goes to benchmarks/results/ with
-the machine, FLOPs per iteration (counted by PyTorch's FlopCounterMode) and the achieved rate
-against a measured matrix-multiply peak.
+the machine, FLOPs per iteration (counted by PyTorch's FlopCounterMode), the achieved rate
+against a measured matrix-multiply peak, and each implementation's peak memory while it computes
+that first meta-gradient (every implementation, agreeing or not): on CUDA the allocator's peak;
+on a Linux CPU the resident set's high-water mark above the resident memory just before.
 
     python benchmarks/maml_speed.py --iterations 20            # CPU or GPU, whichever is there
     python benchmarks/maml_speed.py --device cpu --threads 2 --iterations 5
+    python benchmarks/maml_speed.py --implementations ours-vmap ours-loop --iterations 0 \
+        --n-way 20 --meta-batch 16 --inner-steps 5          # memory only
 """
 
 from __future__ import annotations
 
 import argparse
 import copy
+import ctypes
 import json
 import platform
 import shlex
@@ -118,6 +123,32 @@ def meta_gradient(meta_step: MetaStep, model: nn.Module, batch: EpisodeBatch) ->
     return [p.grad.detach().clone() for p in model.parameters()]
 
 
+def peak_memory_mib(device: torch.device, block: Callable[[], object]) -> tuple[object, int | None]:
+    """``block()``'s result and its peak memory in MiB (None where it cannot be read: a CPU
+    without Linux's /proc). On a CPU, freed heap goes back to the OS first (malloc_trim), so that
+    memory an earlier block freed does not hide this one's growth."""
+    if device.type == "cuda":
+        synchronize(device)
+        torch.cuda.reset_peak_memory_stats(device)
+        result = block()
+        synchronize(device)
+        return result, round(torch.cuda.max_memory_allocated(device) / 2**20)
+    status = Path("/proc/self/status")
+    try:
+        ctypes.CDLL("libc.so.6").malloc_trim(0)
+        Path("/proc/self/clear_refs").write_text("5")  # resets the high-water mark VmHWM
+    except OSError:
+        return block(), None
+
+    def kib(key: str) -> int:
+        line = next(line for line in status.read_text().splitlines() if line.startswith(key))
+        return int(line.split()[1])
+
+    before = kib("VmRSS:")
+    result = block()
+    return result, round((kib("VmHWM:") - before) / 1024)
+
+
 def relative_error(gradient: list[torch.Tensor], reference: list[torch.Tensor]) -> float:
     scale = torch.cat([r.flatten() for r in reference]).norm()
     return max(float((g - r).norm() / scale) for g, r in zip(gradient, reference))
@@ -136,17 +167,12 @@ def time_iterations(meta_step: MetaStep, model: nn.Module, batches: list[Episode
     for k in range(warmup):
         iteration(k)
     synchronize(device)
-    if device.type == "cuda":
-        torch.cuda.reset_peak_memory_stats(device)
     start = time.perf_counter()
     for k in range(iterations):
         iteration(k)
     synchronize(device)
     seconds = (time.perf_counter() - start) / iterations
-    row = {"s_per_iteration": round(seconds, 4), "iterations_per_s": round(1 / seconds, 3)}
-    if device.type == "cuda":
-        row["peak_memory_mib"] = round(torch.cuda.max_memory_allocated(device) / 2**20)
-    return row
+    return {"s_per_iteration": round(seconds, 4), "iterations_per_s": round(1 / seconds, 3)}
 
 
 def flops_per_iteration(meta_step: MetaStep, model: nn.Module, batch: EpisodeBatch) -> int:
@@ -180,7 +206,7 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
     parser.add_argument("--threads", type=int, help="CPU threads (default: PyTorch's)")
-    parser.add_argument("--iterations", type=int, default=20)
+    parser.add_argument("--iterations", type=int, default=20, help="timed; 0: memory only")
     parser.add_argument("--warmup", type=int, default=2)
     parser.add_argument("--meta-batch", type=int, default=32)
     parser.add_argument("--n-way", type=int, default=5)
@@ -213,10 +239,13 @@ def main() -> None:
         except ImportError as error:
             rows[name] = {"skipped": f"not installed: {error}"}
             continue
-        error = relative_error(meta_gradient(meta_step, model, batches[0]), reference)
-        rows[name] = {"first_meta_gradient_error": error}
+        gradient, memory = peak_memory_mib(device, lambda: meta_gradient(meta_step, model, batches[0]))
+        error = relative_error(gradient, reference)
+        rows[name] = {"first_meta_gradient_error": error, "peak_memory_mib": memory}
         if error > AGREEMENT:
             rows[name]["skipped"] = f"first meta-gradient differs from ours by {error:.2e}"
+            continue
+        if args.iterations == 0:
             continue
         rows[name].update(time_iterations(meta_step, model, batches, args.warmup, args.iterations,
                                           device))
