@@ -9,6 +9,10 @@ trajectory, by truncated backpropagation through time: each optimisee starts fro
 initialisation and takes ``horizon`` steps, and the LSTM is updated after every ``unroll`` of
 them. ``second_derivatives=False`` (their code's default) treats the optimisee's gradients as
 inputs rather than as functions of the LSTM's earlier updates, dropping the Hessian terms.
+``select_every`` keeps the best rule seen, as their training script does: every so many
+optimisees the current rule trains ``select_trajectories`` held-out optimisees (the same
+initialisations and minibatches each time), and the rule with the lowest mean final loss is the
+one the task ends with, so a late instability of meta-training does not decide the result.
 
 On a classification stream each training step is one optimisee step on the protocol's
 minibatch, and the model evaluated after a task is the latest optimisee, trained from a fresh
@@ -18,9 +22,13 @@ with tuned hand-designed optimizers from many initialisations (:meth:`LSTMOptimi
 
 from __future__ import annotations
 
+import copy
+import itertools
+import math
 import warnings
 from typing import Any, Iterable
 
+import numpy as np
 import pydantic
 import torch
 from torch import nn
@@ -31,10 +39,11 @@ from metalearn.learners.base import (
 from metalearn.learners.coordinatewise import Parameters, flatten, log_and_sign, lstm_step, unflatten
 from metalearn.learners.registry import register
 from metalearn.models import reinitialise
-from metalearn.seeding import derive_seed
+from metalearn.seeding import derive_generator, derive_seed
 from metalearn.tasks import Batch
 
 OPTIMISEE_INIT = 7  # derive_seed(seed, optimisee number, key): each optimisee's initialisation
+SELECTION_INIT, SELECTION_BATCHES = 8, 9  # (seed, k, key): the k-th held-out selection optimisee
 
 StackedState = tuple[torch.Tensor, torch.Tensor]  # (h, c) of all layers: [layers, coordinates, hidden]
 
@@ -81,6 +90,8 @@ class LSTMOptimizerOptions(LearnerOptions):
     horizon: int = pydantic.Field(100, ge=1)  # steps per optimisee before a fresh one
     lr: float = pydantic.Field(1e-3, gt=0)  # meta-optimizer Adam
     second_derivatives: bool = False
+    select_every: int = pydantic.Field(0, ge=0)  # optimisees between selections; 0: keep the last rule
+    select_trajectories: int = pydantic.Field(20, ge=1)  # held-out optimisees per selection
 
     @pydantic.model_validator(mode="after")
     def _whole_unrolls(self) -> LSTMOptimizerOptions:
@@ -111,6 +122,12 @@ class LSTMOptimizer(Learner):
         self.params: Parameters = {}
         self.state: StackedState | None = None
         self.unroll_losses: list[torch.Tensor] = []
+        self.task_index, self.batch_size = 0, 1  # where and how selection draws its minibatches
+        self.best_score, self.best_network = math.inf, None  # the selected rule
+        self.selections: list[tuple[int, float]] = []  # (optimisees so far, score) of each
+
+    def begin_task(self, task_index: int) -> None:
+        self.task_index = task_index
 
     def loss(self, model: nn.Module, params: Parameters, batch: Batch) -> torch.Tensor:
         """The optimisee's loss: ``model`` with ``params`` on ``batch``."""
@@ -135,12 +152,41 @@ class LSTMOptimizer(Learner):
         self.unroll_losses.append(loss)
         self.params, self.state = self.update(self.params, loss, self.state, meta_train=True)
         self.step += 1
+        self.batch_size = len(batch.x) if isinstance(batch, Batch) else 1
         values = {"loss": loss.detach()}
         if self.step % self.options.unroll == 0:
             values["meta_loss"] = self._meta_step(batch)
         if self.step == self.options.horizon:
             self.step = 0
+            if self.options.select_every and self.optimisees % self.options.select_every == 0:
+                values["selection_loss"] = torch.tensor(self._select(), dtype=torch.float64)
         return values
+
+    def selection_batches(self, k: int) -> list[Batch]:
+        """The minibatches of the k-th selection optimisee: ``horizon`` of the current task's
+        training minibatches, drawn from the run's seed and k alone."""
+        stream = self.context.stream
+        batches = stream.train_batches(self.context.scenario, [self.task_index], self.batch_size,
+                                       derive_generator(self.context.seed, k, SELECTION_BATCHES),
+                                       seen=self.task_index + 1)
+        return list(itertools.islice(batches, self.options.horizon))
+
+    def selection_score(self) -> float:
+        """The current rule's mean final loss over the held-out selection optimisees."""
+        finals = []
+        for k in range(self.options.select_trajectories):
+            reinitialise(self.model, derive_seed(self.context.seed, k, SELECTION_INIT))
+            finals.append(self.trajectory(self.model, self.selection_batches(k))[-1])
+        return float(np.mean(finals))
+
+    def _select(self) -> float:
+        """Score the current rule; keep a copy if it is the best so far."""
+        score = self.selection_score()
+        self.selections.append((self.optimisees, score))
+        if score < self.best_score:
+            self.best_score = score
+            self.best_network = copy.deepcopy(self.network.state_dict())
+        return score
 
     def _fresh_optimisee(self) -> None:
         """A new optimisee: the model drawn afresh, from the run's seed and its number."""
@@ -164,12 +210,18 @@ class LSTMOptimizer(Learner):
         return meta_loss.detach()
 
     def end_task(self, task_index: int) -> None:
-        """The model becomes the latest optimisee (an unfinished unroll is dropped); the next
-        task starts a fresh one."""
+        """The model becomes the latest optimisee (an unfinished unroll is dropped) and the rule
+        the best one selected, if any; the next task starts a fresh optimisee."""
+        if self.best_network is not None:
+            self.network.load_state_dict(self.best_network)
         with torch.no_grad():
             for name, p in self.model.named_parameters():
                 p.copy_(self.params[name])
         self.unroll_losses, self.step = [], 0
+
+    def report(self, task_index: int) -> dict[str, float]:
+        """The selected rule's score (kept per task in the results), when selecting."""
+        return {"selected_rule_loss": self.best_score} if self.best_network is not None else {}
 
     @torch.no_grad()
     def predict(self, x: torch.Tensor, task_index: int | None) -> torch.Tensor:
@@ -199,7 +251,10 @@ class LSTMOptimizer(Learner):
         return {**super().state_dict(), "network": self.network.state_dict(),
                 "meta_optimizer": self.meta_optimizer.state_dict(), "optimisees": self.optimisees,
                 "step": self.step, "optimisee": {k: p.detach() for k, p in self.params.items()},
-                "lstm_state": [s.detach() for s in self.state] if self.state is not None else None}
+                "lstm_state": [s.detach() for s in self.state] if self.state is not None else None,
+                "task_index": self.task_index, "batch_size": self.batch_size,
+                "best_score": self.best_score, "best_network": self.best_network,
+                "selections": self.selections}
 
     def load_state_dict(self, state: dict[str, Any]) -> None:
         super().load_state_dict(state)
@@ -209,3 +264,6 @@ class LSTMOptimizer(Learner):
         self.params = leaves(state["optimisee"])
         self.state = tuple(state["lstm_state"]) if state["lstm_state"] is not None else None
         self.unroll_losses = []
+        self.task_index, self.batch_size = state["task_index"], state["batch_size"]
+        self.best_score, self.best_network = state["best_score"], state["best_network"]
+        self.selections = [tuple(selection) for selection in state["selections"]]

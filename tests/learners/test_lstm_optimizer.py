@@ -1,7 +1,7 @@
 """The LSTM optimizer (Andrychowicz et al. 2016): the gradient preprocessing by its formula,
 one batched LSTM call equal to a separate LSTM per coordinate, meta-training that must lower
-the meta-loss on a family of quadratics, and the learner in the protocol (fresh optimisees,
-resume)."""
+the meta-loss on a family of quadratics, the learner in the protocol (fresh optimisees,
+resume), and keeping the best rule on held-out optimisees."""
 
 import math
 import warnings
@@ -103,6 +103,11 @@ class QuadraticLSTMOptimizer(LSTMOptimizer):
         W, y = batch
         return ((W @ params["theta"] - y) ** 2).sum()
 
+    def selection_batches(self, k):
+        generator = torch.Generator().manual_seed(1000 + k)
+        problem = (torch.randn(10, 10, generator=generator), torch.randn(10, generator=generator))
+        return [problem] * self.options.horizon
+
 
 def quadratics(generator):
     """Endless steps of random quadratic problems, each fixed for a whole optimisee."""
@@ -197,7 +202,8 @@ def test_a_run_killed_mid_task_resumes_from_its_last_checkpoint_exactly(tiny_con
     """Checkpoints every 10 steps (2 unrolls, mid-optimisee): killed in step 25 of the first
     task, the resumed run trains its steps 20-29 only and ends as the uninterrupted run did."""
     config = load_config(tiny_config(
-        learner={"name": "lstm_optimizer", "options": {"unroll": 5, "horizon": 15}},
+        learner={"name": "lstm_optimizer", "options": {"unroll": 5, "horizon": 15, "select_every": 1,
+                                                       "select_trajectories": 2}},
         model={"name": "mlp", "options": {"hidden": [20], "activation": "sigmoid"}},
         protocol__steps_per_task=30, protocol__checkpoint_every=10))
     reference = run(config, run_dir=tmp_path / "reference")
@@ -217,6 +223,8 @@ def test_a_run_killed_mid_task_resumes_from_its_last_checkpoint_exactly(tiny_con
     assert calls["n"] == 10 + 4 * 30, "the resumed run did not start at step 20 of task 1"
     assert np.array_equal(resumed.accuracy, reference.accuracy)
     assert resumed.curves["loss"] == reference.curves["loss"]
+    assert resumed.task_values == reference.task_values  # the selected rules' scores
+    assert len(reference.task_values["selected_rule_loss"]) == 5
 
 
 def test_horizon_must_hold_whole_unrolls():
@@ -236,3 +244,43 @@ def test_a_checkpoint_inside_an_unroll_warns_that_resuming_will_differ():
     learner.train_step(problem)
     with pytest.warns(UserWarning, match="multiple of learner.options.unroll"):
         learner.state_dict()
+
+
+def test_selection_keeps_the_rule_with_the_lowest_held_out_final_loss():
+    """Scores are paired (the same held-out optimisees every time), a worse rule scored later
+    is not kept, and the task ends with the best rule."""
+    options = QuadraticLSTMOptimizer.Options(unroll=5, horizon=10, lr=0.01, output_scale=0.1,
+                                             select_every=2, select_trajectories=3)
+    learner = QuadraticLSTMOptimizer(Quadratic(), options, LearnerContext(None, None, CPU, 0))
+    training = quadratics(torch.Generator().manual_seed(0))
+    selection_losses, scored_rules = [], []
+    for _ in range(10 * 8):
+        values = learner.train_step(next(training))
+        if "selection_loss" in values:
+            selection_losses.append(float(values["selection_loss"]))
+            scored_rules.append({k: v.clone() for k, v in learner.network.state_dict().items()})
+    assert [n for n, _ in learner.selections] == [2, 4, 6, 8]
+    assert [score for _, score in learner.selections] == selection_losses
+    assert learner.best_score == min(selection_losses)
+    assert learner.selection_score() == learner.selection_score()  # paired and reproducible
+
+    with torch.no_grad():  # a rule that moves every coordinate far: worse than any trained one
+        learner.network.output.bias.fill_(100.0)
+    assert learner._select() > learner.best_score
+    learner.end_task(0)
+    best = scored_rules[int(np.argmin(selection_losses))]
+    assert all(torch.equal(v, best[k]) for k, v in learner.network.state_dict().items())
+    assert learner.selection_score() == learner.best_score
+    assert learner.report(0) == {"selected_rule_loss": learner.best_score}
+
+
+def test_without_selection_the_task_ends_with_the_last_rule():
+    options = QuadraticLSTMOptimizer.Options(unroll=5, horizon=10)
+    learner = QuadraticLSTMOptimizer(Quadratic(), options, LearnerContext(None, None, CPU, 0))
+    training = quadratics(torch.Generator().manual_seed(0))
+    for _ in range(20):
+        assert "selection_loss" not in learner.train_step(next(training))
+    last = {k: v.clone() for k, v in learner.network.state_dict().items()}
+    learner.end_task(0)
+    assert all(torch.equal(v, last[k]) for k, v in learner.network.state_dict().items())
+    assert learner.report(0) == {}
