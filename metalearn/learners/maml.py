@@ -14,6 +14,7 @@ each ``train_step``.
 
 from __future__ import annotations
 
+import abc
 from typing import Any
 
 import pydantic
@@ -57,10 +58,10 @@ class EpisodicMetaLearner(Learner):
         """What the outer loop learns: the initialisation (and what a subclass adds)."""
         return list(self.model.parameters())
 
+    @abc.abstractmethod
     def adapt(self, params: Parameters, support_x: torch.Tensor, support_y: torch.Tensor,
               steps: int) -> Parameters:
         """``steps`` inner updates from ``params`` on one episode's support set."""
-        raise NotImplementedError
 
     def _episode_loss(self, support_x: torch.Tensor, support_y: torch.Tensor, query_x: torch.Tensor,
                       query_y: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
