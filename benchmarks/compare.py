@@ -4,7 +4,8 @@ Each run is an ordinary ``metalearn run`` (its folder under ``--runs``, wandb gr
 benchmark); its results, config and R heatmap are also copied to ``<out>/runs/``, so an interrupted
 comparison resumes by skipping the runs already done (a stored run whose config differs is an
 error) and a run cut off mid-way from its last completed task. The summary (mean and standard error over seeds of
-ACC, BWT, FWT and forgetting, ACC beside the published value) is printed and written to
+ACC, BWT, FWT and forgetting, ACC beside the published value and, for few-shot runs, the 95%
+confidence interval over test episodes) is printed and written to
 ``<out>/summary.json`` and ``<out>/summary.md``.
 
     python benchmarks/compare.py benchmarks/split_mnist/finetune.yaml \\
@@ -116,6 +117,8 @@ def summarize(results: list[tuple[RunResults, str, dict[str, str]]], published: 
             row[f"{metric}_mean"] = round(float(values.mean()), 2)
             row[f"{metric}_sem"] = (round(float(values.std(ddof=1) / np.sqrt(len(runs))), 2)
                                     if len(runs) > 1 else None)
+        intervals = [r.metrics["acc_ci95"] for r in runs if r.metrics.get("acc_ci95") is not None]
+        row["acc_ci95_mean"] = round(100 * float(np.mean(intervals)), 2) if intervals else None
         row["difference"] = None if reference is None else round(row["acc_mean"] - reference, 2)
         row["wall_s_mean"] = round(float(np.mean([r.timings.get("wall_s", np.nan) for r in runs])), 1)
         rows.append(row)
@@ -139,10 +142,16 @@ def best_options(rows: list[dict]) -> dict:
     return best
 
 
+def interval(half_width: float | None) -> str:
+    return "" if half_width is None else f"± {half_width:.2f}"
+
+
 def table(rows: list[dict]) -> Table:
     view = Table(title="Metrics over seeds (%, mean ± s.e.): ours vs published ACC")
+    intervals = any(r["acc_ci95_mean"] is not None for r in rows)  # few-shot: over test episodes
     columns = ["learner", "scenario", *(["options"] if any(r["options"] for r in rows) else []),
-               "seeds", "ACC", "published", "difference", "BWT", "FWT", "forgetting"]
+               "seeds", "ACC", *(["95% CI of a run"] if intervals else []), "published",
+               "difference", "BWT", "FWT", "forgetting"]
     for column in columns:
         view.add_column(column)
     for row in rows:
@@ -151,7 +160,8 @@ def table(rows: list[dict]) -> Table:
             return f"{row[f'{metric}_mean']:.2f}" + ("" if error is None else f" ± {error:.2f}")
         options = [" ".join(f"{k.rsplit('.', 1)[-1]}={v}" for k, v in row["options"].items())]
         view.add_row(row["learner"], str(row["scenario"]), *(options if "options" in columns else []),
-                     str(len(row["seeds"])), cell("acc"), str(row["published"]),
+                     str(len(row["seeds"])), cell("acc"),
+                     *([interval(row["acc_ci95_mean"])] if intervals else []), str(row["published"]),
                      str(row["difference"]), cell("bwt"), cell("fwt"), cell("forgetting"))
     return view
 

@@ -22,8 +22,9 @@ def compare():
     return module
 
 
-def result(learner: str, seed: int, acc: float, bwt: float = math.nan) -> RunResults:
-    results = RunResults.empty("split_mnist", learner, "task", seed, ["a", "b"], [1, 1], False)
+def result(learner: str, seed: int, acc: float, bwt: float = math.nan,
+           scenario: str | None = "task") -> RunResults:
+    results = RunResults.empty("split_mnist", learner, scenario, seed, ["a", "b"], [1, 1], False)
     results.metrics = {"acc": acc, "bwt": bwt, "fwt": 0.0, "forgetting": 0.0}
     results.timings = {"wall_s": 10.0 * (seed + 1)}
     return results
@@ -45,6 +46,17 @@ def test_the_summary_is_the_mean_and_standard_error_over_seeds_beside_the_publis
     assert ewc["wall_s_mean"] == 15.0
     assert math.isnan(ewc["bwt_mean"])
     assert si["acc_sem"] is None and si["difference"] is None  # one seed, nothing published
+    assert ewc["acc_ci95_mean"] is None  # continual runs have no interval over test episodes
+
+
+def test_few_shot_rows_carry_the_runs_confidence_interval(compare):
+    runs = [result("maml", seed, 0.9, scenario=None) for seed in (0, 1)]
+    runs[0].metrics["acc_ci95"], runs[1].metrics["acc_ci95"] = 0.002, 0.004
+    (row,) = compare.summarize([(run, "maml", {}) for run in runs], {"maml": {"fewshot": 98.7}})
+    assert row["acc_ci95_mean"] == pytest.approx(0.3)  # percent, mean over seeds
+    assert row["published"] == 98.7  # a run without a scenario is looked up as few-shot
+    header = [column.header for column in compare.table([row]).columns]
+    assert header[header.index("ACC") + 1] == "95% CI of a run"
 
 
 def test_the_best_grid_point_per_learner_and_scenario_has_the_highest_accuracy(compare):
