@@ -59,6 +59,11 @@ class RunConfig(_Section):
         return yaml.safe_dump(self.model_dump(mode="json", exclude={
             "output_dir": True, "wandb": True, "protocol": {"checkpoint_every"}}))
 
+    def changed_settings(self, other: RunConfig) -> list[str]:
+        """The keys (``protocol.steps_per_task``) whose result settings differ in ``other``."""
+        return _changed_keys(yaml.safe_load(self.result_settings()),
+                             yaml.safe_load(other.result_settings()))
+
 
 def load_config(path: str | Path, overrides: Sequence[str] = ()) -> RunConfig:
     """Read a YAML config and apply ``key.path=value`` overrides (values parsed as YAML)."""
@@ -95,6 +100,13 @@ def check_options(what: str, options: dict[str, Any], accepts: Callable | type[p
         if key not in valid:
             raise ConfigError(_unknown(f"{what}.{key}", key, valid))
     return options
+
+
+def _changed_keys(old: Any, new: Any, path: str = "") -> list[str]:
+    if isinstance(old, dict) and isinstance(new, dict):
+        return [changed for key in sorted(old.keys() | new.keys())
+                for changed in _changed_keys(old.get(key), new.get(key), f"{path}{key}.")]
+    return [path.removesuffix(".")] if old != new else []
 
 
 def _set(data: dict[str, Any], keys: list[str], value: Any) -> None:

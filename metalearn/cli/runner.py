@@ -118,11 +118,19 @@ def environment(device: torch.device, config: RunConfig) -> dict[str, Any]:
 
 def run(config: RunConfig, run_dir: Path | None = None, resume: bool = False,
         console: Any = None) -> RunResults:
-    """Train and evaluate one learner on one benchmark; results go to ``run_dir``."""
-    stream, scenario, learner, device = build_run(config)
+    """Train and evaluate one learner on one benchmark; results go to ``run_dir``. A resumed
+    run must keep the settings it started with: results of a run whose steps or options changed
+    halfway would match neither config."""
     run_dir = run_dir or default_run_dir(config)
     if (run_dir / "checkpoint.pt").exists() and not resume:
         raise ConfigError(f"{run_dir} already holds a run: pass --resume {run_dir} to continue it")
+    if resume and (run_dir / "config.yaml").is_file():
+        changed = load_config(run_dir / "config.yaml").changed_settings(config)
+        if changed:
+            raise ConfigError(f"{run_dir} was started with other values of {', '.join(changed)}: "
+                              f"continue it with its own config (metalearn run --resume {run_dir}) "
+                              "or start a new run folder")
+    stream, scenario, learner, device = build_run(config)
     results = RunResults.empty(
         config.benchmark.name, config.learner.name, scenario.value if scenario else None,
         config.seed, [t.name for t in stream],

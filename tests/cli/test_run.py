@@ -75,6 +75,19 @@ def test_resume_after_a_kill_gives_the_uninterrupted_result(tiny_config, tmp_pat
     assert np.array_equal(resumed.accuracy, reference.accuracy)
 
 
+def test_resuming_with_other_settings_is_refused_and_names_them(tiny_config, tmp_path):
+    run_dir = tmp_path / "run"
+    finished = run(load_config(tiny_config()), run_dir=run_dir)
+    changed = load_config(tiny_config(), ["protocol.steps_per_task=50", "learner.options.lr=0.5"])
+    with pytest.raises(ConfigError, match=r"other values of learner\.options\.lr, "
+                                          r"protocol\.steps_per_task.*metalearn run --resume"):
+        run(changed, run_dir=run_dir, resume=True)
+    assert np.array_equal(load_results(run_dir).accuracy, finished.accuracy)  # nothing lost
+    # Where results go and how often it checkpoints leave them unchanged: allowed.
+    same = load_config(tiny_config(), ["protocol.checkpoint_every=0", "wandb.mode=disabled"])
+    assert np.array_equal(run(same, run_dir=run_dir, resume=True).accuracy, finished.accuracy)
+
+
 @register
 class ExplodesOnTaskOne(Learner):
     """Test learner: a loss that becomes NaN at task 1, step 3."""
