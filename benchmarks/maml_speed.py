@@ -3,8 +3,12 @@ learn2learn's MAML wrapper, higher's innerloop_ctx and TorchOpt's MetaSGD.
 
 Omniglot 5-way 1-shot, 15 queries per class, Conv4, meta-batch 32, one inner SGD step at 0.4,
 outer Adam 1e-3 (Finn et al. 2017). Every implementation starts from the same weights and gets
-the same episodes; their first meta-gradients are compared with ours (loop) before any timing,
-and one that disagrees is reported and not timed. The result goes to benchmarks/results/ with
+the same episodes. Before any timing, each computes the first meta-gradient in float64, which
+must equal ours (loop) to 1e-10 of its norm; one that disagrees is reported and not timed. The
+float32 meta-gradient is not a test of agreement: some 1-shot episodes amplify roundoff ~10^4
+times through the inner step's BatchNorm (one in this benchmark's first meta-batch is 9e-4 off
+in float32 for every implementation), so each implementation's float32 error against the float64
+meta-gradient is reported beside it instead. The result goes to benchmarks/results/ with
 the machine, FLOPs per iteration (counted by PyTorch's FlopCounterMode), the achieved rate
 against a measured matrix-multiply peak, and each implementation's peak memory while it computes
 that first meta-gradient (every implementation, agreeing or not): on CUDA the allocator's peak;
@@ -21,6 +25,7 @@ from __future__ import annotations
 import argparse
 import copy
 import ctypes
+import dataclasses
 import json
 import platform
 import shlex
@@ -41,7 +46,7 @@ from metalearn.tasks import EpisodeBatch, EpisodeSampler, omniglot_few_shot
 
 RESULTS = Path(__file__).parent / "results"
 INNER_LR, OUTER_LR = 0.4, 1e-3
-AGREEMENT = 1e-4  # largest error of a meta-gradient, relative to its norm, in float32
+AGREEMENT = 1e-10  # largest error of a float64 meta-gradient, relative to its norm
 
 MetaStep = Callable[[EpisodeBatch], None]  # accumulates one meta-batch's meta-gradient into .grad
 
@@ -225,10 +230,17 @@ def main() -> None:
     torch.manual_seed(0)
     initial = Conv4(args.n_way).to(device)
 
-    reference_model = copy.deepcopy(initial)
-    reference_step = build("ours-loop", reference_model, args.inner_steps, device)
-    reference = meta_gradient(reference_step, reference_model, batches[0])
-    flops = flops_per_iteration(reference_step, reference_model, batches[0])
+    first64 = dataclasses.replace(batches[0], support_x=batches[0].support_x.double(),
+                                  query_x=batches[0].query_x.double())
+
+    def first_meta_gradient64(name: str) -> list[torch.Tensor]:
+        model = copy.deepcopy(initial).double()
+        return meta_gradient(build(name, model, args.inner_steps, device), model, first64)
+
+    reference = first_meta_gradient64("ours-loop")
+    flop_model = copy.deepcopy(initial)
+    flops = flops_per_iteration(build("ours-loop", flop_model, args.inner_steps, device),
+                                flop_model, batches[0])
     peak = matmul_peak_gflops(device)
 
     rows = {}
@@ -240,10 +252,11 @@ def main() -> None:
             rows[name] = {"skipped": f"not installed: {error}"}
             continue
         gradient, memory = peak_memory_mib(device, lambda: meta_gradient(meta_step, model, batches[0]))
-        error = relative_error(gradient, reference)
-        rows[name] = {"first_meta_gradient_error": error, "peak_memory_mib": memory}
+        error = relative_error(first_meta_gradient64(name), reference)
+        rows[name] = {"float64_error": error, "peak_memory_mib": memory,
+                      "float32_error": relative_error([g.double() for g in gradient], reference)}
         if error > AGREEMENT:
-            rows[name]["skipped"] = f"first meta-gradient differs from ours by {error:.2e}"
+            rows[name]["skipped"] = f"float64 meta-gradient differs from ours by {error:.2e}"
             continue
         if args.iterations == 0:
             continue
