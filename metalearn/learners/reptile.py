@@ -8,13 +8,16 @@ mean of the adapted weights, ``theta <- theta + epsilon (mean_i phi_i - theta)``
 iterations, as in the paper. No gradient flows through the inner loop, so memory does not grow
 with ``inner_steps``. Evaluation adapts likewise on the support set, then classifies the queries.
 
-Departures from the reference code: the inner Adam starts from a fresh state on every episode
-(the reference carries its moments from task to task), and the training examples of an episode
-are its support and query examples, ``train_shots`` per class.
+As in the reference code, the inner Adam's state (moments and step count) carries from episode
+to episode through meta-training, so training visits episodes one after another, and every test
+episode starts from the state training left (``inner_state: fresh`` starts each episode from
+zero instead). Departure from the reference code: the training examples of an episode are its
+support and query examples, ``train_shots`` per class.
 """
 
 from __future__ import annotations
 
+from dataclasses import dataclass, field
 from typing import Any, Literal
 
 import pydantic
@@ -47,7 +50,10 @@ class ReptileOptions(LearnerOptions):
     eval_inner_steps: int = pydantic.Field(86, ge=1)
     eval_inner_batch_size: int = pydantic.Field(5, ge=1)
     transductive: bool = False
-    batching: Batching = "auto"
+    # carried: the inner Adam's state runs on across training episodes, and test episodes start
+    # from it (the reference code); fresh: every episode starts from a zero state
+    inner_state: Literal["carried", "fresh"] = "carried"
+    batching: Batching = "auto"  # over test episodes, and training ones with a fresh state
 
 
 def minibatch_indices(n_episodes: int, n_examples: int, steps: int, batch_size: int,
@@ -59,18 +65,28 @@ def minibatch_indices(n_episodes: int, n_examples: int, steps: int, batch_size: 
     return order.flatten(1)[:, : steps * batch_size].reshape(n_episodes, steps, batch_size)
 
 
-def adam_directions(gradients: Parameters, moments: Parameters, squares: Parameters, step: int,
-                    betas: tuple[float, float]) -> Parameters:
-    """Adam's bias-corrected ``m / (sqrt(v) + eps)`` for step ``step`` (from 1); updates the
-    running ``moments`` and ``squares`` dicts."""
-    beta1, beta2 = betas
-    directions = {}
-    for name, g in gradients.items():
-        moments[name] = beta1 * moments[name] + (1 - beta1) * g
-        squares[name] = beta2 * squares[name] + (1 - beta2) * g * g
-        directions[name] = (moments[name] / (1 - beta1**step)) / (
-            (squares[name] / (1 - beta2**step)).sqrt() + ADAM_EPSILON)
-    return directions
+@dataclass
+class AdamState:
+    """The inner Adam's running moments and the number of steps it has taken."""
+
+    moments: Parameters = field(default_factory=dict)
+    squares: Parameters = field(default_factory=dict)
+    step: int = 0
+
+    @classmethod
+    def zeros(cls, params: Parameters) -> AdamState:
+        return cls({name: torch.zeros_like(p) for name, p in params.items()},
+                   {name: torch.zeros_like(p) for name, p in params.items()})
+
+    def directions(self, gradients: Parameters, betas: tuple[float, float]) -> tuple[Parameters, AdamState]:
+        """Adam's bias-corrected ``m / (sqrt(v) + eps)`` for the next step, and the state after it."""
+        beta1, beta2 = betas
+        step = self.step + 1
+        moments = {name: beta1 * self.moments[name] + (1 - beta1) * g for name, g in gradients.items()}
+        squares = {name: beta2 * self.squares[name] + (1 - beta2) * g * g for name, g in gradients.items()}
+        directions = {name: (moments[name] / (1 - beta1**step)) / (
+            (squares[name] / (1 - beta2**step)).sqrt() + ADAM_EPSILON) for name in gradients}
+        return directions, AdamState(moments, squares, step)
 
 
 @register
@@ -87,24 +103,29 @@ class Reptile(Learner):
         self.functional = FunctionalModel(self.model, options.batching)
         self.generator = derive_generator(context.seed, INNER_BATCHES)
         self.iteration = 0
+        self.inner_state = AdamState.zeros(self.functional.parameters())  # carried between episodes
 
     def meta_step_size(self) -> float:
         """epsilon, from ``meta_step`` at iteration 0 linearly to ``meta_step_final``."""
         done = min(self.iteration / self.options.anneal_steps, 1.0)
         return self.options.meta_step + done * (self.options.meta_step_final - self.options.meta_step)
 
-    def adapt(self, params: Parameters, x: torch.Tensor, y: torch.Tensor,
-              batches: torch.Tensor) -> tuple[Parameters, torch.Tensor]:
-        """One episode's inner loop over the minibatches ``x[batches[t]]``; (adapted parameters,
-        the loss of the last minibatch)."""
-        moments = {name: torch.zeros_like(p) for name, p in params.items()}
-        squares = {name: torch.zeros_like(p) for name, p in params.items()}
+    def adapt(self, params: Parameters, x: torch.Tensor, y: torch.Tensor, batches: torch.Tensor,
+              state: AdamState | None = None) -> tuple[Parameters, torch.Tensor, AdamState]:
+        """One episode's inner loop over the minibatches ``x[batches[t]]``, the inner Adam
+        starting from ``state`` (zero if None); (adapted parameters, the loss of the last
+        minibatch, the Adam state after it)."""
+        state = state or AdamState.zeros(params)
         for t in range(batches.shape[0]):
             gradients, loss = self.functional.gradient(params, x[batches[t]], y[batches[t]])
             if self.options.inner_optimizer == "adam":
-                gradients = adam_directions(gradients, moments, squares, t + 1, self.options.betas)
+                gradients, state = state.directions(gradients, self.options.betas)
             params = {name: p - self.options.inner_lr * gradients[name] for name, p in params.items()}
-        return params, loss
+        return params, loss, state
+
+    @property
+    def carries_state(self) -> bool:
+        return self.options.inner_optimizer == "adam" and self.options.inner_state == "carried"
 
     def training_examples(self, batch: EpisodeBatch) -> tuple[torch.Tensor, torch.Tensor]:
         """Each episode's first ``train_shots`` examples per class, support then queries:
@@ -126,11 +147,21 @@ class Reptile(Learner):
         batches = minibatch_indices(len(batch), x.shape[1], self.options.inner_steps,
                                     self.options.inner_batch_size, self.generator).to(x.device)
         params = self.functional.parameters()
-        adapted, losses = self.functional.map_episodes(
-            lambda *episode: self.adapt(params, *episode), x, y, batches)
+        if self.carries_state:  # one episode after another, each from the state the last left
+            adapted, losses = {name: torch.zeros_like(p) for name, p in params.items()}, []
+            for episode in zip(x, y, batches):
+                phi, loss, self.inner_state = self.adapt(params, *episode, self.inner_state)
+                for name in adapted:
+                    adapted[name] += phi[name] / len(batch)
+                losses.append(loss)
+            losses = torch.stack(losses)
+        else:
+            adapted, losses = self.functional.map_episodes(
+                lambda *episode: self.adapt(params, *episode)[:2], x, y, batches)
+            adapted = {name: phis.mean(0) for name, phis in adapted.items()}
         epsilon = self.meta_step_size()
         for name, p in params.items():
-            p.lerp_(adapted[name].mean(0), epsilon)
+            p.lerp_(adapted[name], epsilon)
         self.iteration += 1
         return {"loss": losses.mean(), "meta_step": torch.tensor(epsilon)}
 
@@ -142,9 +173,10 @@ class Reptile(Learner):
         batches = minibatch_indices(len(batch), batch.support_x.shape[1], self.options.eval_inner_steps,
                                     self.options.eval_inner_batch_size, generator)
         params = self.functional.parameters()
+        state = self.inner_state if self.carries_state else None
 
         def adapt(x: torch.Tensor, y: torch.Tensor, episode_batches: torch.Tensor) -> Parameters:
-            return self.adapt(params, x, y, episode_batches)[0]
+            return self.adapt(params, x, y, episode_batches, state)[0]
 
         return self.functional.adapted_query_logits(
             adapt, batch.support_x, batch.query_x,
@@ -152,10 +184,13 @@ class Reptile(Learner):
             self.options.transductive)
 
     def state_dict(self) -> dict[str, Any]:
+        inner = self.inner_state
         return {**super().state_dict(), "iteration": self.iteration,
-                "generator": self.generator.get_state()}
+                "generator": self.generator.get_state(),
+                "inner_state": {"moments": inner.moments, "squares": inner.squares, "step": inner.step}}
 
     def load_state_dict(self, state: dict[str, Any]) -> None:
         super().load_state_dict(state)
         self.iteration = state["iteration"]
         self.generator.set_state(state["generator"])
+        self.inner_state = AdamState(**state["inner_state"])

@@ -31,35 +31,42 @@ def softmax_regression_gradient(w, b, x, y):
     return p.T @ x, p.sum(0)
 
 
-def hand_reptile_step(w, b, x, y, batches, options, epsilon):
-    """One Reptile iteration for softmax regression, NumPy only."""
+def hand_reptile_step(w, b, x, y, batches, options, epsilon, state):
+    """One Reptile iteration for softmax regression, NumPy only; ``state`` is the inner Adam's
+    (moments, squares, steps taken), carried from episode to episode unless it is fresh."""
     adapted = []
+    beta1, beta2 = options["betas"]
     for episode in range(len(x)):
         phi = [w.copy(), b.copy()]
-        moments = [np.zeros_like(t) for t in phi]
-        squares = [np.zeros_like(t) for t in phi]
-        beta1, beta2 = options["betas"]
-        for t, index in enumerate(batches[episode], start=1):
+        if options["inner_state"] == "fresh":
+            state = ([np.zeros_like(t) for t in phi], [np.zeros_like(t) for t in phi], 0)
+        moments, squares, steps = state
+        for index in batches[episode]:
             gradients = softmax_regression_gradient(*phi, x[episode][index], y[episode][index])
+            steps += 1
             for k, g in enumerate(gradients):
                 if options["inner_optimizer"] == "sgd":
                     phi[k] = phi[k] - options["inner_lr"] * g
                     continue
                 moments[k] = beta1 * moments[k] + (1 - beta1) * g
                 squares[k] = beta2 * squares[k] + (1 - beta2) * g**2
-                m_hat, v_hat = moments[k] / (1 - beta1**t), squares[k] / (1 - beta2**t)
+                m_hat, v_hat = moments[k] / (1 - beta1**steps), squares[k] / (1 - beta2**steps)
                 phi[k] = phi[k] - options["inner_lr"] * m_hat / (np.sqrt(v_hat) + 1e-8)
+        state = (moments, squares, steps)
         adapted.append(phi)
     return [theta + epsilon * (np.mean([phi[k] for phi in adapted], 0) - theta)
-            for k, theta in enumerate((w, b))]
+            for k, theta in enumerate((w, b))], state
 
 
-@pytest.mark.parametrize("inner_optimizer,betas", [("adam", (0.0, 0.999)), ("adam", (0.9, 0.99)),
-                                                   ("sgd", (0.0, 0.999))])
-def test_update_equals_a_hand_computed_softmax_regression(inner_optimizer, betas):
+@pytest.mark.parametrize("inner_optimizer,betas,inner_state", [
+    ("adam", (0.0, 0.999), "carried"), ("adam", (0.9, 0.99), "carried"),
+    ("adam", (0.0, 0.999), "fresh"), ("sgd", (0.0, 0.999), "carried")])
+def test_two_iterations_equal_a_hand_computed_softmax_regression(inner_optimizer, betas, inner_state):
+    """Two iterations of two episodes, so a carried Adam state runs across episodes and across
+    iterations."""
     options = {"inner_optimizer": inner_optimizer, "betas": betas, "inner_lr": 0.05,
                "inner_steps": 3, "inner_batch_size": 4, "train_shots": 3, "meta_step": 0.7,
-               "meta_step_final": 0.1, "anneal_steps": 10}
+               "meta_step_final": 0.1, "anneal_steps": 10, "inner_state": inner_state}
     batch = random_episodes(n_episodes=2, n_way=3, k_shot=1, q_query=3, size=2)
     torch.manual_seed(0)
     learner = build(MLP(4, 3, hidden=()).double(), **options)
@@ -69,11 +76,30 @@ def test_update_equals_a_hand_computed_softmax_regression(inner_optimizer, betas
         np.concatenate([batch.support_x[e, c:c + 1], batch.query_x[e, 3 * c:3 * c + 2]])
         for c in range(3)]).reshape(9, 4) for e in range(2)])
     y = np.repeat(np.arange(3), 3)[None].repeat(2, 0)
-    batches = minibatch_indices(2, 9, 3, 4, derive_generator(0, INNER_BATCHES)).numpy()
-    expected = hand_reptile_step(w, b, x, y, batches, options, epsilon=0.7)
-    learner.train_step(batch)
-    for p, e in zip(learner.model.parameters(), expected, strict=True):
-        np.testing.assert_allclose(p.detach().numpy(), e, rtol=1e-12, atol=1e-14)
+    generator = derive_generator(0, INNER_BATCHES)
+    state = ([np.zeros_like(w), np.zeros_like(b)], [np.zeros_like(w), np.zeros_like(b)], 0)
+    for epsilon in (0.7, 0.64):
+        batches = minibatch_indices(2, 9, 3, 4, generator).numpy()
+        (w, b), state = hand_reptile_step(w, b, x, y, batches, options, epsilon, state)
+        learner.train_step(batch)
+        for p, e in zip(learner.model.parameters(), (w, b), strict=True):
+            np.testing.assert_allclose(p.detach().numpy(), e, rtol=1e-12, atol=1e-14)
+
+
+def test_test_episodes_start_from_the_carried_adam_state_and_leave_it():
+    batch = random_episodes(n_episodes=2, n_way=3, k_shot=1, q_query=3, size=2)
+    options = {"train_shots": None, "inner_steps": 3, "eval_inner_steps": 3, "eval_inner_batch_size": 2}
+    carried = build(MLP(4, 3, hidden=(5,)).double(), **options)
+    carried.train_step(batch)
+    fresh = build(MLP(4, 3, hidden=(5,)).double(), inner_state="fresh", **options)
+    fresh.load_state_dict(copy.deepcopy(carried.state_dict()))
+    state = copy.deepcopy(carried.inner_state)
+    assert state.step == 2 * 3  # two episodes of three training steps
+    logits = carried.predict_episodes(batch)
+    assert carried.inner_state.step == state.step
+    for name in state.squares:
+        assert torch.equal(carried.inner_state.squares[name], state.squares[name])
+    assert not torch.allclose(logits, fresh.predict_episodes(batch))  # the state matters
 
 
 def test_outer_step_anneals_linearly_and_is_applied():
