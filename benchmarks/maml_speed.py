@@ -8,10 +8,11 @@ must equal ours (loop) to 1e-10 of its norm; one that disagrees is reported and 
 float32 meta-gradient is not a test of agreement: some 1-shot episodes amplify roundoff ~10^4
 times through the inner step's BatchNorm (one in this benchmark's first meta-batch is 9e-4 off
 in float32 for every implementation), so each implementation's float32 error against the float64
-meta-gradient is reported beside it instead. The result goes to benchmarks/results/ with
-the machine, FLOPs per iteration (counted by PyTorch's FlopCounterMode), the achieved rate
-against a measured matrix-multiply peak, and each implementation's peak memory while it computes
-that first meta-gradient (every implementation, agreeing or not): on CUDA the allocator's peak;
+meta-gradient is reported beside it instead. The result goes to benchmarks/results/ with the
+machine, the median time of an iteration (the implementations take turns, so drift in the
+machine's speed falls on all of them alike), FLOPs per iteration (counted by PyTorch's
+FlopCounterMode), the achieved rate against a measured matrix-multiply peak, and each
+implementation's peak memory while it computes that first meta-gradient (every implementation, agreeing or not): on CUDA the allocator's peak;
 on a Linux CPU the resident set's high-water mark above the resident memory just before.
 
     python benchmarks/maml_speed.py --iterations 20            # CPU or GPU, whichever is there
@@ -29,6 +30,7 @@ import dataclasses
 import json
 import platform
 import shlex
+import statistics
 import sys
 import time
 from pathlib import Path
@@ -159,25 +161,33 @@ def relative_error(gradient: list[torch.Tensor], reference: list[torch.Tensor]) 
     return max(float((g - r).norm() / scale) for g, r in zip(gradient, reference))
 
 
-def time_iterations(meta_step: MetaStep, model: nn.Module, batches: list[EpisodeBatch],
-                    warmup: int, iterations: int, device: torch.device) -> dict[str, float]:
-    """Whole meta-iterations (zero_grad, meta-gradient, fused Adam step) per second."""
-    optimizer = adam(model.parameters(), OUTER_LR)
+def time_interleaved(implementations: dict[str, tuple[MetaStep, nn.Module]],
+                     batches: list[EpisodeBatch], warmup: int, iterations: int,
+                     device: torch.device) -> dict[str, dict[str, float]]:
+    """Whole meta-iterations (zero_grad, meta-gradient, fused Adam step) per second, median over
+    ``iterations``. The implementations take turns, one iteration each in a rotating order, so a
+    machine that speeds up or slows down during the run affects them all alike."""
+    optimizers = {name: adam(model.parameters(), OUTER_LR) for name, (_, model) in implementations.items()}
 
-    def iteration(k: int) -> None:
-        optimizer.zero_grad()
-        meta_step(batches[k % len(batches)])
-        optimizer.step()
+    def iteration(name: str, k: int) -> float:
+        start = time.perf_counter()
+        optimizers[name].zero_grad()
+        implementations[name][0](batches[k % len(batches)])
+        optimizers[name].step()
+        synchronize(device)
+        return time.perf_counter() - start
 
+    names = list(implementations)
     for k in range(warmup):
-        iteration(k)
-    synchronize(device)
-    start = time.perf_counter()
+        for name in names:
+            iteration(name, k)
+    seconds: dict[str, list[float]] = {name: [] for name in names}
     for k in range(iterations):
-        iteration(k)
-    synchronize(device)
-    seconds = (time.perf_counter() - start) / iterations
-    return {"s_per_iteration": round(seconds, 4), "iterations_per_s": round(1 / seconds, 3)}
+        for name in names[k % len(names):] + names[:k % len(names)]:
+            seconds[name].append(iteration(name, k))
+    medians = {name: statistics.median(values) for name, values in seconds.items()}
+    return {name: {"s_per_iteration": round(median, 4), "iterations_per_s": round(1 / median, 3)}
+            for name, median in medians.items()}
 
 
 def flops_per_iteration(meta_step: MetaStep, model: nn.Module, batch: EpisodeBatch) -> int:
@@ -243,7 +253,7 @@ def main() -> None:
                                 flop_model, batches[0])
     peak = matmul_peak_gflops(device)
 
-    rows = {}
+    rows, timed = {}, {}
     for name in args.implementations:
         model = copy.deepcopy(initial)
         try:
@@ -258,12 +268,13 @@ def main() -> None:
         if error > AGREEMENT:
             rows[name]["skipped"] = f"float64 meta-gradient differs from ours by {error:.2e}"
             continue
-        if args.iterations == 0:
-            continue
-        rows[name].update(time_iterations(meta_step, model, batches, args.warmup, args.iterations,
-                                          device))
-        rows[name]["achieved_gflops"] = round(flops / 1e9 * rows[name]["iterations_per_s"], 1)
+        timed[name] = (meta_step, model)
         print(name, rows[name], flush=True)
+
+    if args.iterations:
+        for name, timing in time_interleaved(timed, batches, args.warmup, args.iterations,
+                                             device).items():
+            rows[name].update(timing, achieved_gflops=round(flops / 1e9 * timing["iterations_per_s"], 1))
 
     baseline = rows.get("learn2learn", {}).get("iterations_per_s")
     for row in rows.values():
