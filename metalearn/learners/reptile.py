@@ -17,7 +17,7 @@ support and query examples, ``train_shots`` per class.
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import Any, Literal
 
 import pydantic
@@ -69,8 +69,8 @@ def minibatch_indices(n_episodes: int, n_examples: int, steps: int, batch_size: 
 class AdamState:
     """The inner Adam's running moments and the number of steps it has taken."""
 
-    moments: Parameters = field(default_factory=dict)
-    squares: Parameters = field(default_factory=dict)
+    moments: Parameters
+    squares: Parameters
     step: int = 0
 
     @classmethod
