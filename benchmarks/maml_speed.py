@@ -1,4 +1,4 @@
-"""Meta-training iterations per second of second-order MAML: ours (vmap and loop) against
+"""Meta-training iterations per second of second-order MAML: ours (threads, loop, vmap) against
 learn2learn's MAML wrapper, higher's innerloop_ctx and TorchOpt's MetaSGD.
 
 Omniglot 5-way 1-shot, 15 queries per class, Conv4, meta-batch 32, one inner SGD step at 0.4,
@@ -234,7 +234,8 @@ def main() -> None:
     parser.add_argument("--n-way", type=int, default=5)
     parser.add_argument("--inner-steps", type=int, default=1)
     parser.add_argument("--implementations", nargs="+",
-                        default=["ours-vmap", "ours-loop", "learn2learn", "higher", "torchopt"])
+                        default=["ours-threads", "ours-loop", "ours-vmap", "learn2learn", "higher",
+                                 "torchopt"])
     parser.add_argument("--out", type=Path)
     args = parser.parse_args()
     if args.threads:

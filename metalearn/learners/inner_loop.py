@@ -6,7 +6,9 @@ so adapting to an episode (a few gradient steps on its support set, taken with
 ``vmap`` over episodes, and ordinary autograd differentiates through the adaptation: MAML's
 exact second-order meta-gradient with no patched modules (Finn et al. 2017; the torch.func
 MAML example). ``batching="loop"`` runs the same function once per episode, for models
-``vmap`` cannot handle.
+``vmap`` cannot handle; ``batching="threads"`` runs that loop on one thread per CPU core, each
+episode on one core, which uses a CPU's cores better than splitting each small convolution
+between them (``docs/fewshot/maml.md`` has the figures).
 
 BatchNorm: every forward pass normalises with the statistics of its own batch (support steps
 with the support set's, queries with the query set's), as in the reference MAML code; Conv4
@@ -18,7 +20,10 @@ non-transductive evaluation).
 
 from __future__ import annotations
 
-from typing import Any, Callable, Literal
+import copy
+import threading
+from concurrent.futures import ThreadPoolExecutor
+from typing import Any, Callable, Literal, TypeVar
 
 import torch
 import torch.nn.functional as F
@@ -27,19 +32,22 @@ from torch.func import functional_call, grad_and_value, vmap
 from torch.overrides import TorchFunctionMode
 
 Parameters = dict[str, torch.Tensor]
-Batching = Literal["auto", "vmap", "loop"]
+Batching = Literal["auto", "vmap", "loop", "threads"]
+Result = TypeVar("Result")
 
 
-def resolve_batching(batching: Batching) -> Literal["vmap", "loop"]:
-    """``auto`` is the loop, on every device, until vmap is shown right and faster on each:
+def resolve_batching(batching: Batching, device: torch.device) -> Literal["vmap", "loop", "threads"]:
+    """``auto``: threads on a CPU with more than one intra-op thread, else the loop. vmap is
+    not chosen on any device until it is shown right and faster there:
 
-    - CPU: the loop ran 0.84 s per iteration (Conv4, Omniglot 5-way 1-shot, meta-batch 32,
-      2 threads); vmap's meta-gradient there differed from the loop's by 1.7e-4 relative, over
-      the benchmark's 1e-4 threshold, so it was not timed (benchmarks/results/maml_speed_cpu.json);
+    - CPU: vmap took 1.77x the loop's time per iteration (Conv4, Omniglot 5-way 1-shot,
+      meta-batch 32, 2 threads; benchmarks/results/maml_speed_cpu.json);
     - CUDA: vmap's first meta-gradient differed from the loop's by 4.4% on an H100 with torch
       2.11, where the loop agreed with ``higher`` to 7e-5 (benchmarks/results/maml_speed_cuda.json).
     """
-    return "loop" if batching == "auto" else batching
+    if batching != "auto":
+        return batching
+    return "threads" if device.type == "cpu" and torch.get_num_threads() > 1 else "loop"
 
 
 def check_batch_statistics(model: nn.Module) -> None:
@@ -82,13 +90,18 @@ class BatchNormAsArithmetic(TorchFunctionMode):
         return func(*args, **(kwargs or {}))
 
 
-def _stack(outputs: list[Any]) -> Any:
+def _combine(outputs: list[Any], combine: Callable[[list[torch.Tensor]], torch.Tensor]) -> Any:
+    """``combine`` the tensors at each place of ``outputs`` (alike nests of dicts and tuples)."""
     first = outputs[0]
     if isinstance(first, dict):
-        return {key: _stack([output[key] for output in outputs]) for key in first}
+        return {key: _combine([output[key] for output in outputs], combine) for key in first}
     if isinstance(first, tuple):
-        return tuple(_stack(list(parts)) for parts in zip(*outputs))
-    return torch.stack(outputs)
+        return tuple(_combine(list(parts), combine) for parts in zip(*outputs))
+    return combine(outputs)
+
+
+def _sum(tensors: list[torch.Tensor]) -> torch.Tensor:
+    return sum(tensors[1:], tensors[0])
 
 
 class FunctionalModel:
@@ -98,23 +111,80 @@ class FunctionalModel:
     def __init__(self, model: nn.Module, batching: Batching) -> None:
         check_batch_statistics(model)
         self.model = model
-        self.batching = resolve_batching(batching)
+        self.batching = resolve_batching(batching, next(model.parameters()).device)
+        self._worker = threading.local()  # a worker thread's replica of the module
+        self._pool, self._pool_size = None, 0
 
     def map_episodes(self, function: Callable[..., Any], *episodes: torch.Tensor) -> Any:
         """``function`` of one episode's tensors, over the leading (episode) dimension of
-        ``episodes``: one vmap, or a loop; outputs (tensors in dicts and tuples) stacked along a
-        new first dimension."""
+        ``episodes``: one vmap, or a loop (on worker threads with ``threads``); outputs (tensors
+        in dicts and tuples) stacked along a new first dimension."""
         if self.batching == "vmap":
             with BatchNormAsArithmetic():
                 return vmap(function)(*episodes)
-        return _stack([function(*(tensor[i] for tensor in episodes)) for i in range(len(episodes[0]))])
+
+        def outputs(indices: range) -> list[Any]:
+            return [function(*(tensor[i] for tensor in episodes)) for i in indices]
+
+        parts = self._in_workers(outputs, len(episodes[0]))
+        return _combine([output for part in parts for output in part], torch.stack)
+
+    def sum_episodes(self, function: Callable[..., Any], *episodes: torch.Tensor) -> Any:
+        """The sum over episodes of ``function``'s outputs (tensors in dicts and tuples), one
+        episode at a time: each worker adds up its episodes in order and the workers' sums are
+        added in order, so the result is the same on every run with the same number of threads.
+        It never vmaps, so ``function`` may call autograd."""
+        def total(indices: range) -> Any:
+            result = None
+            for i in indices:
+                output = function(*(tensor[i] for tensor in episodes))
+                result = output if result is None else _combine([result, output], _sum)
+            return result
+
+        return _combine(self._in_workers(total, len(episodes[0])), _sum)
+
+    def _in_workers(self, work: Callable[[range], Result], count: int) -> list[Result]:
+        """``work`` on consecutive ranges of ``count`` episodes, in order: the whole range on
+        this thread (``loop``, or a call from a worker), else one range per intra-op thread,
+        each run on a worker thread with one intra-op thread. A worker keeps its own replica of
+        the module, because ``functional_call`` swaps a module's parameters while it runs."""
+        threads = torch.get_num_threads()
+        workers = min(threads, count)
+        if self.batching != "threads" or workers < 2 or self._replica() is not None:
+            return [work(range(count))]
+        if self._pool_size < workers:
+            if self._pool is not None:
+                self._pool.shutdown(wait=False)
+            self._pool, self._pool_size = ThreadPoolExecutor(workers, "episodes"), workers
+        grad_enabled, training = torch.is_grad_enabled(), self.model.training
+
+        def run(indices: range) -> Result:
+            torch.set_num_threads(1)  # process-wide; restored below
+            if self._replica() is None:
+                self._worker.module = copy.deepcopy(self.model)
+            self._worker.module.train(training)
+            with torch.set_grad_enabled(grad_enabled):  # thread-local, as torch.no_grad
+                return work(indices)
+
+        bounds = [count * w // workers for w in range(workers + 1)]
+        try:
+            return list(self._pool.map(run, [range(a, b) for a, b in zip(bounds, bounds[1:])]))
+        finally:
+            torch.set_num_threads(threads)
+
+    def _replica(self) -> nn.Module | None:
+        """This worker thread's replica of the module; None on any other thread."""
+        return getattr(self._worker, "module", None)
 
     def parameters(self) -> Parameters:
         """The module's own parameters by name (autograd reaches them through every step)."""
         return dict(self.model.named_parameters())
 
     def logits(self, params: Parameters, x: torch.Tensor) -> torch.Tensor:
-        return functional_call(self.model, params, (x,))
+        replica = self._replica()
+        if replica is None:
+            return functional_call(self.model, params, (x,))
+        return functional_call(replica, (params, dict(self.model.named_buffers())), (x,))
 
     def loss(self, params: Parameters, x: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
         return F.cross_entropy(self.logits(params, x), y)

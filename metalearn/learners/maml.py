@@ -74,20 +74,26 @@ class EpisodicMetaLearner(Learner):
     def meta_gradient(self, batch: EpisodeBatch) -> tuple[torch.Tensor, torch.Tensor]:
         """Accumulate the meta-gradient of ``batch`` into ``.grad``; (mean query loss, accuracy).
 
-        A loop backpropagates episode by episode, so it holds one episode's graph at a time.
+        Without vmap each episode is differentiated on its own, so a thread holds one
+        episode's graph at a time.
         """
         episodes = (batch.support_x, batch.support_y, batch.query_x, batch.query_y)
         if self.functional.batching == "vmap":
             losses, accuracies = self.functional.map_episodes(self._episode_loss, *episodes)
             losses.mean().backward()
             return losses.detach().mean(), accuracies.mean()
-        losses, accuracies = [], []
-        for i in range(len(batch)):
-            loss, accuracy = self._episode_loss(*(tensor[i] for tensor in episodes))
-            (loss / len(batch)).backward()
-            losses.append(loss.detach())
-            accuracies.append(accuracy)
-        return torch.stack(losses).mean(), torch.stack(accuracies).mean()
+        meta_parameters = self.meta_parameters()
+
+        def episode(*tensors: torch.Tensor) -> tuple[tuple[torch.Tensor, ...], torch.Tensor, torch.Tensor]:
+            loss, accuracy = self._episode_loss(*tensors)
+            gradients = torch.autograd.grad(loss, meta_parameters, materialize_grads=True)
+            return gradients, loss.detach(), accuracy
+
+        gradients, loss, accuracy = self.functional.sum_episodes(episode, *episodes)
+        for parameter, gradient in zip(meta_parameters, gradients):
+            gradient = gradient / len(batch)
+            parameter.grad = gradient if parameter.grad is None else parameter.grad + gradient
+        return loss / len(batch), accuracy / len(batch)
 
     def train_step(self, batch: EpisodeBatch) -> dict[str, torch.Tensor]:
         self.model.train()

@@ -1,9 +1,10 @@
 """MAML, FOMAML and Meta-SGD: meta-gradients against `higher` and hand-written references in
-float64, vmap against the loop, BatchNorm semantics, no memory carried across steps, resume,
+float64, vmap and threads against the loop, BatchNorm semantics, no memory carried across steps, resume,
 and a short Omniglot run that must beat fine-tuning from a random initialisation."""
 
 import copy
 import gc
+import threading
 import warnings
 
 import higher
@@ -13,6 +14,7 @@ import torch
 import torch.nn.functional as F
 
 from metalearn.learners import LearnerContext
+from metalearn.learners.inner_loop import resolve_batching
 from metalearn.learners.maml import MAML
 from metalearn.learners.meta_sgd import MetaSGD
 from metalearn.models import MLP, Conv4
@@ -157,6 +159,45 @@ def test_vmapped_and_looped_meta_batches_agree(cls, options):
                                rtol=1e-5, atol=1e-5)
 
 
+@pytest.mark.parametrize("cls,options", [
+    (MAML, {}), (MAML, {"first_order": True}), (MAML, {"transductive": False}), (MetaSGD, {}),
+])
+def test_threaded_meta_batches_equal_the_loop_on_two_worker_threads(cls, options, two_threads):
+    """float64: the threads' sum differs from the loop's only in the order of its additions."""
+    batch = random_episodes(n_episodes=5)
+    model = small_model("conv4")
+    looped = build(cls, copy.deepcopy(model), batching="loop", inner_steps=2, **options)
+    threaded = build(cls, model, batching="threads", inner_steps=2, **options)
+    threads_used = set()
+    model.register_forward_pre_hook(lambda *_: threads_used.add(threading.current_thread().name))
+    assert_relative(meta_gradient(threaded, batch), meta_gradient(looped, batch), 1e-12)
+    assert len(threads_used) == 2 and threading.main_thread().name not in threads_used
+    predicted = threaded.predict_episodes(batch)
+    torch.testing.assert_close(predicted, looped.predict_episodes(batch), rtol=1e-12, atol=1e-12)
+    assert not predicted.requires_grad  # torch.no_grad reaches the workers
+    assert torch.get_num_threads() == 2  # the workers' one thread each is not left behind
+
+
+def test_threaded_training_is_reproducible(two_threads):
+    batch = random_episodes(n_episodes=5, dtype=torch.float32)
+    trained = []
+    for _ in range(2):
+        learner = build(MAML, small_model("conv4", dtype=torch.float32), batching="threads")
+        for _ in range(3):
+            learner.train_step(batch)
+        trained.append([p.detach().clone() for p in learner.model.parameters()])
+    for a, b in zip(*trained, strict=True):
+        torch.testing.assert_close(a, b, rtol=0, atol=0)
+
+
+def test_auto_batching_is_threads_on_a_cpu_with_threads_to_share_else_the_loop(two_threads):
+    assert resolve_batching("auto", CPU) == "threads"
+    assert resolve_batching("auto", torch.device("cuda")) == "loop"
+    assert resolve_batching("vmap", CPU) == "vmap"
+    torch.set_num_threads(1)
+    assert resolve_batching("auto", CPU) == "loop"
+
+
 def test_batch_statistics_are_transductive_or_not_as_asked():
     """Transductive: a query's logits depend on the other queries (they share BatchNorm
     statistics). Not transductive: each query is normalised with the support set alone."""
@@ -183,7 +224,8 @@ def live_tensors():
         return [o for o in gc.get_objects() if isinstance(o, torch.Tensor)]
 
 
-@pytest.mark.parametrize("cls,batching", [(MAML, "vmap"), (MAML, "loop"), (MetaSGD, "vmap")])
+@pytest.mark.parametrize("cls,batching", [(MAML, "vmap"), (MAML, "loop"), (MAML, "threads"),
+                                         (MetaSGD, "vmap")])
 def test_memory_is_flat_and_no_graph_survives_a_step(cls, batching):
     batch = random_episodes(n_episodes=4)
     learner = build(cls, small_model("conv4"), inner_steps=3, batching=batching)

@@ -131,8 +131,9 @@ def test_train_shots_beyond_the_episode_are_refused():
         learner.train_step(batch)
 
 
+@pytest.mark.parametrize("batching", ["vmap", "threads"])
 @pytest.mark.parametrize("transductive", [True, False])
-def test_vmapped_and_looped_meta_batches_agree(transductive):
+def test_vmapped_or_threaded_and_looped_meta_batches_agree(batching, transductive, two_threads):
     batch = random_episodes(n_episodes=3, n_way=5, k_shot=1, q_query=3, size=28, dtype=torch.float32)
     torch.manual_seed(0)
     model = Conv4(5, hidden=8)
@@ -140,13 +141,13 @@ def test_vmapped_and_looped_meta_batches_agree(transductive):
     # gradients of the convolution biases (cancelled by BatchNorm) into whole steps.
     options = {"inner_optimizer": "sgd", "inner_steps": 3, "train_shots": 4, "inner_lr": 0.1,
                "eval_inner_steps": 4, "transductive": transductive}
-    vmapped = build(model, batching="vmap", **options)
+    batched = build(model, batching=batching, **options)
     looped = build(copy.deepcopy(model), batching="loop", **options)
-    for learner in (vmapped, looped):
+    for learner in (batched, looped):
         learner.train_step(batch)
-    for a, b in zip(vmapped.model.parameters(), looped.model.parameters(), strict=True):
+    for a, b in zip(batched.model.parameters(), looped.model.parameters(), strict=True):
         torch.testing.assert_close(a, b, rtol=1e-5, atol=1e-6)
-    torch.testing.assert_close(vmapped.predict_episodes(batch), looped.predict_episodes(batch),
+    torch.testing.assert_close(batched.predict_episodes(batch), looped.predict_episodes(batch),
                                rtol=1e-4, atol=1e-5)
 
 
