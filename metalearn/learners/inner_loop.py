@@ -100,8 +100,17 @@ def _combine(outputs: list[Any], combine: Callable[[list[torch.Tensor]], torch.T
     return combine(outputs)
 
 
-def _sum(tensors: list[torch.Tensor]) -> torch.Tensor:
-    return sum(tensors[1:], tensors[0])
+def _sum(tensors: list[torch.Tensor | None]) -> torch.Tensor | None:
+    """The sum of the tensors; None where all are None (a parameter no episode reaches)."""
+    present = [tensor for tensor in tensors if tensor is not None]
+    return sum(present[1:], present[0]) if present else None
+
+
+def _one_intra_op_thread() -> None:
+    """A worker's set-up, before its first operation (a worker that ran a parallel operation
+    first slowed the main thread's later operations down about 2x)."""
+    torch.get_num_threads()  # PyTorch's lazy per-thread set-up, which would undo the next line
+    torch.set_num_threads(1)
 
 
 class FunctionalModel:
@@ -146,8 +155,8 @@ class FunctionalModel:
     def _in_workers(self, work: Callable[[range], Result], count: int) -> list[Result]:
         """``work`` on consecutive ranges of ``count`` episodes, in order: the whole range on
         this thread (``loop``, or a call from a worker), else one range per intra-op thread,
-        each run on a worker thread with one intra-op thread. A worker keeps its own replica of
-        the module, because ``functional_call`` swaps a module's parameters while it runs."""
+        each on a worker thread with one intra-op thread. Only grad mode is carried to the
+        workers (not autocast or other thread-local modes: use the loop under those)."""
         threads = torch.get_num_threads()
         workers = min(threads, count)
         if self.batching != "threads" or workers < 2 or self._replica() is not None:
@@ -155,14 +164,16 @@ class FunctionalModel:
         if self._pool_size < workers:
             if self._pool is not None:
                 self._pool.shutdown(wait=False)
-            self._pool, self._pool_size = ThreadPoolExecutor(workers, "episodes"), workers
-        grad_enabled, training = torch.is_grad_enabled(), self.model.training
+            self._pool = ThreadPoolExecutor(workers, "episodes", initializer=_one_intra_op_thread)
+            self._pool_size = workers
+        grad_enabled = torch.is_grad_enabled()
 
         def run(indices: range) -> Result:
-            torch.set_num_threads(1)  # process-wide; restored below
-            if self._replica() is None:
-                self._worker.module = copy.deepcopy(self.model)
-            self._worker.module.train(training)
+            replica = self._replica()
+            if replica is None:
+                replica = self._worker.module = copy.deepcopy(self.model)
+            for mine, theirs in zip(replica.modules(), self.model.modules()):
+                mine.training = theirs.training
             with torch.set_grad_enabled(grad_enabled):  # thread-local, as torch.no_grad
                 return work(indices)
 
@@ -170,11 +181,21 @@ class FunctionalModel:
         try:
             return list(self._pool.map(run, [range(a, b) for a, b in zip(bounds, bounds[1:])]))
         finally:
-            torch.set_num_threads(threads)
+            if torch.get_num_threads() != threads:  # set_num_threads is process-wide
+                torch.set_num_threads(threads)
 
     def _replica(self) -> nn.Module | None:
-        """This worker thread's replica of the module; None on any other thread."""
+        """This worker thread's copy of the module, made when the worker first runs, because
+        ``functional_call`` swaps a module's parameters while it runs. Only its structure is
+        used: its tensors come from ``self.model`` on every call. None on other threads."""
         return getattr(self._worker, "module", None)
+
+    def __getstate__(self) -> dict[str, Any]:
+        """Copies and pickles leave the threads and replicas behind."""
+        return {**self.__dict__, "_worker": None, "_pool": None, "_pool_size": 0}
+
+    def __setstate__(self, state: dict[str, Any]) -> None:
+        self.__dict__.update(state, _worker=threading.local())
 
     def parameters(self) -> Parameters:
         """The module's own parameters by name (autograd reaches them through every step)."""
@@ -184,7 +205,8 @@ class FunctionalModel:
         replica = self._replica()
         if replica is None:
             return functional_call(self.model, params, (x,))
-        return functional_call(replica, (params, dict(self.model.named_buffers())), (x,))
+        tensors = {**dict(self.model.named_parameters()), **dict(self.model.named_buffers()), **params}
+        return functional_call(replica, tensors, (x,))
 
     def loss(self, params: Parameters, x: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
         return F.cross_entropy(self.logits(params, x), y)

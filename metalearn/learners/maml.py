@@ -5,7 +5,8 @@ Networks". For each episode of a meta-batch the inner loop takes ``inner_steps``
 the support set; the meta-loss is the query loss of the adapted parameters, averaged over
 episodes, and the outer Adam step follows its exact gradient, second-order terms included.
 ``first_order`` drops them (FOMAML, same paper; Nichol et al. 2018). The inner loop is
-``metalearn.learners.inner_loop``: pure torch.func functions, vmapped over episodes.
+``metalearn.learners.inner_loop``: pure torch.func functions, vmapped, looped or threaded over
+episodes.
 
 Memory: second-order MAML keeps every inner step's activations and their gradient graph until
 the backward pass, so it grows linearly with ``inner_steps``; the graph is freed at the end of
@@ -43,7 +44,7 @@ class MAMLOptions(LearnerOptions):
 class EpisodicMetaLearner(Learner):
     """The episode loop of learners that adapt a learned initialisation to each support set and
     meta-learn through the query loss: an outer Adam step on the meta-batch's mean query loss,
-    episodes vmapped or looped. A subclass says how to ``adapt``; its options have
+    episodes vmapped, looped or threaded. A subclass says how to ``adapt``; its options have
     ``inner_steps``, ``eval_inner_steps``, ``lr``, ``transductive`` and ``batching``."""
 
     task_kinds = frozenset({EPISODIC})
@@ -82,15 +83,18 @@ class EpisodicMetaLearner(Learner):
             losses, accuracies = self.functional.map_episodes(self._episode_loss, *episodes)
             losses.mean().backward()
             return losses.detach().mean(), accuracies.mean()
-        meta_parameters = self.meta_parameters()
+        meta_parameters = [p for p in self.meta_parameters() if p.requires_grad]
 
-        def episode(*tensors: torch.Tensor) -> tuple[tuple[torch.Tensor, ...], torch.Tensor, torch.Tensor]:
+        def episode(*tensors: torch.Tensor) -> tuple[tuple[torch.Tensor | None, ...], torch.Tensor,
+                                                     torch.Tensor]:
             loss, accuracy = self._episode_loss(*tensors)
-            gradients = torch.autograd.grad(loss, meta_parameters, materialize_grads=True)
+            gradients = torch.autograd.grad(loss, meta_parameters, allow_unused=True)
             return gradients, loss.detach(), accuracy
 
         gradients, loss, accuracy = self.functional.sum_episodes(episode, *episodes)
         for parameter, gradient in zip(meta_parameters, gradients):
+            if gradient is None:  # as backward(): a parameter no episode reaches keeps its .grad
+                continue
             gradient = gradient / len(batch)
             parameter.grad = gradient if parameter.grad is None else parameter.grad + gradient
         return loss / len(batch), accuracy / len(batch)
