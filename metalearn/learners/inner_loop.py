@@ -40,8 +40,8 @@ def resolve_batching(batching: Batching, device: torch.device) -> Literal["vmap"
     """``auto``: threads on a CPU with more than one intra-op thread, else the loop. vmap is
     not chosen on any device until it is shown right and faster there:
 
-    - CPU: vmap took 1.77x the loop's time per iteration (Conv4, Omniglot 5-way 1-shot,
-      meta-batch 32, 2 threads; benchmarks/results/maml_speed_cpu.json);
+    - CPU: vmap ran at 0.59x learn2learn's speed, threads at 1.44x and the loop at 0.99x
+      (Conv4, Omniglot 5-way 1-shot, meta-batch 32, 2 threads; benchmarks/results/maml_speed_cpu.json);
     - CUDA: vmap's first meta-gradient differed from the loop's by 4.4% on an H100 with torch
       2.11, where the loop agreed with ``higher`` to 7e-5 (benchmarks/results/maml_speed_cuda.json).
     """
@@ -174,6 +174,8 @@ class FunctionalModel:
                 replica = self._worker.module = copy.deepcopy(self.model)
             for mine, theirs in zip(replica.modules(), self.model.modules()):
                 mine.training = theirs.training
+            self._worker.tensors = {**dict(self.model.named_parameters()),
+                                    **dict(self.model.named_buffers())}
             with torch.set_grad_enabled(grad_enabled):  # thread-local, as torch.no_grad
                 return work(indices)
 
@@ -187,7 +189,7 @@ class FunctionalModel:
     def _replica(self) -> nn.Module | None:
         """This worker thread's copy of the module, made when the worker first runs, because
         ``functional_call`` swaps a module's parameters while it runs. Only its structure is
-        used: its tensors come from ``self.model`` on every call. None on other threads."""
+        used: its tensors are ``self.model``'s, taken at each dispatch. None on other threads."""
         return getattr(self._worker, "module", None)
 
     def __getstate__(self) -> dict[str, Any]:
@@ -205,8 +207,7 @@ class FunctionalModel:
         replica = self._replica()
         if replica is None:
             return functional_call(self.model, params, (x,))
-        tensors = {**dict(self.model.named_parameters()), **dict(self.model.named_buffers()), **params}
-        return functional_call(replica, tensors, (x,))
+        return functional_call(replica, {**self._worker.tensors, **params}, (x,))
 
     def loss(self, params: Parameters, x: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
         return F.cross_entropy(self.logits(params, x), y)
