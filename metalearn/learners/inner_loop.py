@@ -40,7 +40,7 @@ def resolve_batching(batching: Batching, device: torch.device) -> Literal["vmap"
     """``auto``: threads on a CPU with more than one intra-op thread, else the loop. vmap is
     not chosen on any device until it is shown right and faster there:
 
-    - CPU: vmap ran at 0.59x learn2learn's speed, threads at 1.44x and the loop at 0.99x
+    - CPU: vmap ran at 0.44x learn2learn's speed, threads at 1.29x and the loop at 0.86x
       (Conv4, Omniglot 5-way 1-shot, meta-batch 32, 2 threads; benchmarks/results/maml_speed_cpu.json);
     - CUDA: vmap's first meta-gradient differed from the loop's by 4.4% on an H100 with torch
       2.11, where the loop agreed with ``higher`` to 7e-5 (benchmarks/results/maml_speed_cuda.json).
