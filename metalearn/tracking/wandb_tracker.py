@@ -1,9 +1,12 @@
-"""Weights & Biases: one run per (learner, scenario, seed), grouped by benchmark.
+"""Weights & Biases: one wandb run per run folder, grouped by benchmark.
 
-Mode "auto" logs online when credentials are found and offline otherwise (upload later with
-``wandb sync <run folder>/wandb/offline-run-*``); wandb never asks for a key. Any wandb failure
-becomes one warning and switches the tracker off: wandb never fails a run. wandb is imported
-only when a run starts, because importing it is slow.
+Mode "auto" logs online when credentials are found and offline otherwise; wandb never asks for
+a key. An online start that cannot reach the server within ``init_timeout`` seconds (a cluster
+node without network) logs offline instead, with a warning. The wandb run id is kept in the
+run folder, so ``--resume`` continues the same wandb run. An offline run ends with one line on
+stderr saying how to upload it (``wandb sync``). Any other wandb failure becomes one warning and
+switches the tracker off: wandb never fails a run. wandb is imported only when a run starts,
+because importing it is slow.
 """
 
 from __future__ import annotations
@@ -11,6 +14,8 @@ from __future__ import annotations
 import math
 import netrc
 import os
+import shlex
+import sys
 import warnings
 from pathlib import Path
 from typing import Any, Sequence
@@ -25,6 +30,7 @@ from metalearn.tracking.plots import image_grid, plot_accuracy_matrix
 MODES = ("auto", "online", "offline", "disabled")
 _ENV_MODES = {"online": "online", "run": "online", "offline": "offline", "dryrun": "offline",
               "disabled": "disabled"}
+RUN_ID_FILE = "wandb_run_id"  # in the run folder: the wandb run a resumed run continues
 
 
 def has_credentials() -> bool:
@@ -59,10 +65,6 @@ def resolve_mode(mode: str) -> str:
     return from_env or ("online" if has_credentials() else "offline")
 
 
-def _run_name(learner: str, scenario: str | None, seed: Any) -> str:
-    return f"{learner}-{scenario}-seed{seed}" if scenario else f"{learner}-seed{seed}"
-
-
 def _plain(value: float) -> float | None:
     return None if math.isnan(value) else float(value)
 
@@ -71,19 +73,27 @@ class WandbTracker(Tracker):
     """Logs the config, training values (x axis: global_step), evaluation after every task
     (x axis: task, -1 before training), and at the end R as a table, its heatmap and the metrics.
 
+    ``name`` is the run's name in wandb (default: learner-scenario-seedN from the config).
     ``train_every`` averages training values over that many steps per logged point: one
     ``run.log`` costs about half a millisecond, which small models would feel every step.
+    ``init_timeout`` bounds the wait for the server when a run starts online (wandb's own
+    default is 90 s, which every run on an offline cluster node would spend for nothing).
     """
 
     def __init__(self, mode: str = "auto", project: str = "metalearn", tags: Sequence[str] = (),
-                 train_every: int = 10) -> None:
+                 train_every: int = 10, name: str | None = None,
+                 init_timeout: float = 15.0) -> None:
         if mode not in MODES:
             raise ValueError(f"unknown wandb mode {mode!r}; choose one of {list(MODES)}")
         if train_every < 1:
             raise ValueError(f"train_every must be at least 1, got {train_every}")
+        if init_timeout <= 0:
+            raise ValueError(f"init_timeout must be positive, got {init_timeout}")
         self.mode, self.project, self.tags, self.train_every = mode, project, list(tags), train_every
+        self.name, self.init_timeout = name, init_timeout
         self.run: Any = None  # the wandb run while logging works, else None
         self.run_dir: Path | None = None
+        self._offline = False
         self._window: dict[str, list[float]] = {}
         self._global_step = 0
 
@@ -94,22 +104,11 @@ class WandbTracker(Tracker):
             return
         self.run_dir = Path(run_dir)
         try:
-            import wandb
-
             if mode == "online" and not has_credentials():
                 warnings.warn("wandb mode is 'online' but no API key was found (WANDB_API_KEY or "
                               "a netrc entry); logging offline instead", stacklevel=2)
                 mode = "offline"
-            benchmark = (config.get("benchmark") or {}).get("name", "unknown")
-            learner = (config.get("learner") or {}).get("name", "unknown")
-            self.run = wandb.init(
-                project=self.project, group=benchmark, job_type=learner, tags=self.tags,
-                name=_run_name(learner, config.get("scenario"), config.get("seed", 0)),
-                config={**config, "environment": environment}, dir=str(self.run_dir), mode=mode,
-                # silent: no banner, no prompt; console off: rich owns the terminal;
-                # create_new: never hand back a run some earlier caller left open
-                settings=wandb.Settings(silent=True, console="off", reinit="create_new"),
-            )
+            self._open(mode, config, environment)
             self.run.define_metric("global_step")
             self.run.define_metric("train/*", step_metric="global_step")
             self.run.define_metric("task")
@@ -117,6 +116,40 @@ class WandbTracker(Tracker):
                 self.run.define_metric(f"{section}/*", step_metric="task")
         except Exception as error:  # wandb must never fail a run
             self._give_up("start", error)
+
+    def _open(self, mode: str, config: dict[str, Any], environment: dict[str, Any]) -> None:
+        """Start the wandb run, or continue the one whose id the run folder keeps (a resumed
+        run); an online start that cannot reach the server logs offline instead."""
+        import wandb
+
+        id_file = self.run_dir / RUN_ID_FILE
+        run_id = id_file.read_text().strip() if id_file.is_file() else None
+        learner = (config.get("learner") or {}).get("name", "unknown")
+        scenario, seed = config.get("scenario"), config.get("seed", 0)
+        default_name = f"{learner}-{scenario}-seed{seed}" if scenario else f"{learner}-seed{seed}"
+        init = dict(
+            project=self.project, group=(config.get("benchmark") or {}).get("name", "unknown"),
+            job_type=learner, tags=self.tags, config={**config, "environment": environment},
+            name=self.name or default_name,
+            dir=str(self.run_dir), id=run_id, resume="allow" if run_id else None,
+            # silent: no banner, no prompt; console off: rich owns the terminal;
+            # create_new: never hand back a run some earlier caller left open
+            settings=wandb.Settings(silent=True, console="off", reinit="create_new",
+                                    init_timeout=self.init_timeout),
+        )
+        try:
+            self.run = wandb.init(mode=mode, **init)
+        except wandb.errors.CommError as error:  # no network, a timeout, a refused key
+            if mode != "online":
+                raise
+            warnings.warn(f"wandb could not start an online run ({str(error).splitlines()[0]}); "
+                          "logging offline instead (--wandb offline skips the attempt)",
+                          stacklevel=3)
+            mode = "offline"
+            self.run = wandb.init(mode=mode, **init)
+        self._offline = mode == "offline"
+        if run_id is None:
+            id_file.write_text(self.run.id + "\n")
 
     def log_train(self, task_index: int, step: int, global_step: int,
                   values: dict[str, float]) -> None:
@@ -142,8 +175,7 @@ class WandbTracker(Tracker):
             values.update({f"learner/{name}": _plain(per_task[task_index])
                            for name, per_task in results.task_values.items()})
         values = {k: v for k, v in values.items() if v is not None}
-        name = _run_name(results.learner, results.scenario, results.seed)
-        self._call("log", lambda: self._log_task(values, task_index, name))
+        self._call("log", lambda: self.run.log({**values, "task": task_index}))
 
     def log_images(self, task_index: int, images: dict[str, np.ndarray]) -> None:
         if self.run is None:
@@ -166,13 +198,7 @@ class WandbTracker(Tracker):
     def close(self) -> None:
         """Reached with a live run only if ``finish`` never ran: the run failed."""
         if self.run is not None:
-            self._call("close", lambda: self.run.finish(exit_code=1))
-            self.run = None
-
-    def _log_task(self, values: dict[str, Any], task_index: int, name: str) -> None:
-        if self.run.name != name:  # e.g. the scenario was chosen by the benchmark, not the config
-            self.run.name = name
-        self.run.log({**values, "task": task_index})
+            self._call("close", lambda: self._end(exit_code=1))
 
     def _finish(self, results: RunResults) -> None:
         import wandb
@@ -186,8 +212,16 @@ class WandbTracker(Tracker):
             plot_accuracy_matrix(results, heatmap)
         self.run.log({"accuracy_matrix": table, "accuracy_heatmap": wandb.Image(str(heatmap))})
         self.run.summary.update({**results.metrics, "completed_tasks": results.completed_tasks})
-        self.run.finish(exit_code=0 if results.completed_tasks == len(results.task_names) else 1)
+        self._end(exit_code=0 if results.completed_tasks == len(results.task_names) else 1)
+
+    def _end(self, exit_code: int) -> None:
+        """Finish the wandb run; an offline one says on stderr how to upload it."""
+        run_id = self.run.id
+        self.run.finish(exit_code=exit_code)
         self.run = None
+        if self._offline:
+            parts = f"{shlex.quote(str(self.run_dir / 'wandb'))}/offline-run-*-{run_id}"
+            print(f"wandb: logged offline; upload with: wandb sync {parts}", file=sys.stderr)
 
     def _flush_train(self) -> None:
         if self.run is None or not self._window:

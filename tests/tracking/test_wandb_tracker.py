@@ -2,7 +2,10 @@
 
 from __future__ import annotations
 
+import glob
 import json
+import socket
+import time
 import warnings
 from pathlib import Path
 
@@ -11,7 +14,8 @@ import pytest
 
 from sample_run import CONFIG, ENVIRONMENT
 from metalearn.tracking import RunFolder, Trackers, WandbTracker, resolve_mode
-from wandb_log import logged
+from metalearn.tracking.wandb_tracker import RUN_ID_FILE
+from wandb_log import finished_records, logged
 
 
 @pytest.fixture(autouse=True)
@@ -79,17 +83,61 @@ def test_learner_values_and_images_are_logged_against_the_task(tmp_path: Path, p
     assert found["metrics"]["learner/*"] == "task" and found["metrics"]["images/*"] == "task"
 
 
-def test_a_partial_run_is_renamed_from_its_results_and_exits_failed(tmp_path: Path, partial) -> None:
-    tracker = WandbTracker(mode="offline")
-    config = {**CONFIG, "scenario": None}  # the benchmark chose the scenario, not the config
-    tracker.start(tmp_path, config, {}, total_steps=60)
+def test_a_partial_run_exits_failed_under_the_name_it_was_given(tmp_path: Path, partial) -> None:
+    tracker = WandbTracker(mode="offline", name="finetune-class-seed3-3fa2c1")
+    tracker.start(tmp_path, CONFIG, {}, total_steps=60)
     tracker.log_task(-1, partial)
     tracker.finish(partial)
     tracker.close()
     found = logged(tmp_path)
-    assert found["run"].display_name == "finetune-class-seed3"
+    assert found["run"].display_name == "finetune-class-seed3-3fa2c1"
     assert found["exit_code"] == 1  # shown as failed: it stopped after 2 of 3 tasks
     assert (tmp_path / "accuracy_matrix.png").exists()  # made for wandb without a RunFolder
+
+
+def test_a_resumed_run_continues_the_same_wandb_run(tmp_path: Path, partial, capsys) -> None:
+    for attempt in range(2):  # the first start is killed after task 0; the second resumes
+        if attempt:
+            time.sleep(1)  # wandb names offline folders by the second they start
+        tracker = WandbTracker(mode="offline")
+        tracker.start(tmp_path, CONFIG, {}, total_steps=60)
+        tracker.log_task(0, partial)
+        tracker.close()
+    run_id = (tmp_path / RUN_ID_FILE).read_text().strip()
+    parts = sorted((tmp_path / "wandb").glob("offline-run-*"))
+    assert len(parts) == 2 and all(part.name.endswith(f"-{run_id}") for part in parts)
+    for part in parts:
+        (log,) = part.glob("*.wandb")
+        (run,) = [r.run for r in finished_records(log) if r.WhichOneof("record_type") == "run"]
+        assert run.run_id == run_id
+    command = capsys.readouterr().err.splitlines()[-1]
+    assert command.startswith("wandb: logged offline; upload with: wandb sync ")
+    assert sorted(map(Path, glob.glob(command.split()[-1]))) == parts  # both parts, one upload
+
+
+@pytest.fixture
+def silent_server() -> str:
+    """The address of a server that accepts connections and never answers: a cluster node
+    whose firewall swallows traffic. The kernel completes the handshakes from the backlog."""
+    with socket.create_server(("127.0.0.1", 0), backlog=64) as server:
+        yield f"http://127.0.0.1:{server.getsockname()[1]}"
+
+
+def test_a_key_without_network_logs_offline_within_seconds(tmp_path: Path, monkeypatch, partial,
+                                                          silent_server: str, capsys) -> None:
+    monkeypatch.setenv("WANDB_API_KEY", "k" * 40)
+    monkeypatch.setenv("WANDB_BASE_URL", silent_server)
+    tracker = WandbTracker(mode="auto", init_timeout=2)
+    began = time.monotonic()
+    with pytest.warns(UserWarning, match=r"wandb could not start an online run \(Timed out.*\); "
+                                         r"logging offline instead") as caught:
+        tracker.start(tmp_path, CONFIG, {}, total_steps=60)
+    assert time.monotonic() - began < 15 and len(caught) == 1
+    tracker.log_task(0, partial)
+    tracker.finish(partial)
+    found = logged(tmp_path)  # the offline run holds what was logged
+    assert [row["task"] for row in found["history"] if "eval/acc_task_0" in row] == [0]
+    assert "wandb sync" in capsys.readouterr().err
 
 
 def test_init_failure_is_one_warning_and_then_nothing(tmp_path: Path, monkeypatch, drive) -> None:
@@ -175,3 +223,5 @@ def test_unknown_modes_are_refused_up_front() -> None:
         WandbTracker(mode="sometimes")
     with pytest.raises(ValueError, match="train_every"):
         WandbTracker(train_every=0)
+    with pytest.raises(ValueError, match="init_timeout"):
+        WandbTracker(init_timeout=0)
