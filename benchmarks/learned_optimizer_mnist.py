@@ -39,7 +39,7 @@ from metalearn.cli.runner import build_run, environment, resolve_device, run
 from metalearn.learners import masked_cross_entropy
 from metalearn.models import build_model, reinitialise
 from metalearn.protocol.checkpoint import load_checkpoint
-from metalearn.seeding import derive_generator, derive_seed
+from metalearn.seeding import reserved
 from metalearn.tracking import plot_loss_curves, resolve_mode
 from metalearn.tracking.run_folder import load_results
 
@@ -56,8 +56,9 @@ BASELINES: dict[str, Callable[..., torch.optim.Optimizer]] = {
 }
 LEARNING_RATES = [float(f"{10 ** (k / 2):.0e}") for k in range(-8, 3)]  # 1e-4, 3e-4, ... 10
 LEARNED = "LSTM (learned)"
-TUNING, TEST = 11, 12  # derive_seed keys of each phase's initialisations and minibatches
-INIT, BATCHES = 0, 1  # and of the two within a phase
+TUNING, TEST = 11, 12  # the phase index of the streams of initialisations and minibatches
+INIT = reserved("learned_optimizer_mnist.init")
+BATCHES = reserved("learned_optimizer_mnist.batches")
 
 
 def meta_train(config: RunConfig, runs: Path, out: Path):
@@ -93,13 +94,13 @@ class Problem:
 
     def initialised(self, phase: int, k: int) -> torch.nn.Module:
         """The model at the k-th initialisation of ``phase`` (re-drawn in place)."""
-        reinitialise(self.model, derive_seed(self.seed, phase, k, INIT))
+        reinitialise(self.model, INIT.seed(self.seed, phase, k))
         return self.model
 
     def batches(self, phase: int, k: int, steps: int) -> list:
         """The k-th run of ``phase``'s minibatches."""
         batches = self.stream.train_batches(self.scenario, [0], self.batch_size,
-                                            derive_generator(self.seed, phase, k, BATCHES), seen=1)
+                                            BATCHES.generator(self.seed, phase, k), seen=1)
         return list(islice(batches, steps))
 
 

@@ -32,7 +32,7 @@ from torch.utils.flop_counter import FlopCounterMode
 from metalearn.cli.config import load_config
 from metalearn.cli.runner import build_run, run
 from metalearn.learners.ewc import log_likelihood
-from metalearn.seeding import derive_generator
+from metalearn.seeding import reserved
 from metalearn.tasks import Scenario
 
 CONFIGS = Path(__file__).parent / "split_mnist"
@@ -91,7 +91,8 @@ def run_flops(config_path: Path, data_root: str) -> dict:
     config = load_config(config_path, ["wandb.mode=disabled", "device=cpu", "scenario=class",
                                        f"data_root={data_root}"])
     stream, scenario, learner, _ = build_run(config)
-    batches = stream.train_batches(scenario, [0], config.protocol.batch_size, derive_generator(0, 0), seen=1)
+    generator = reserved("train_batches").generator(0, 0)  # the protocol's, for seed 0
+    batches = stream.train_batches(scenario, [0], config.protocol.batch_size, generator, seen=1)
     learner.begin_task(0)
     learner.train_step(next(batches))
     # end of task 1 (importance, if the learner estimates any), per training example

@@ -26,7 +26,7 @@ from metalearn.cli.config import load_config
 from metalearn.cli.runner import build_run
 from metalearn.learners.ewc import log_likelihood
 from metalearn.learners.plasticity import per_example_gradients
-from metalearn.seeding import derive_generator
+from metalearn.seeding import reserved
 from plasticity_speed import MatrixProducts  # benchmarks/ is on the path
 
 CONFIG = Path(__file__).parent / "split_mnist" / "ewc.yaml"
@@ -58,7 +58,8 @@ def import_seconds(code: str) -> float:
 def main() -> None:
     config = load_config(CONFIG, ["wandb.mode=disabled", "device=cpu", "scenario=class"])
     stream, scenario, learner, _ = build_run(config)
-    batches = stream.train_batches(scenario, [0], 128, derive_generator(0, 0), seen=1)
+    generator = reserved("train_batches").generator(0, 0)  # the protocol's, for seed 0
+    batches = stream.train_batches(scenario, [0], 128, generator, seen=1)
     for _ in range(200):
         learner.train_step(next(batches))
     learner.end_task(0)

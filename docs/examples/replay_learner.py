@@ -16,6 +16,7 @@ from metalearn.learners import (
     masked_cross_entropy,
     register,
 )
+from metalearn.seeding import derive_generator
 from metalearn.tasks import Batch
 
 
@@ -41,7 +42,9 @@ class Replay(Learner):
         self.model.train()
         loss = masked_cross_entropy(self.model(batch.x), batch)
         if self.buffer:
-            x, y, task_ids = self.buffer[torch.randint(len(self.buffer), ()).item()]
+            # A stream of its own, never the global generator, so runs reproduce and resume.
+            pick = torch.randint(len(self.buffer), (), generator=self.draws)
+            x, y, task_ids = self.buffer[int(pick)]
             # Old examples compete over today's outputs (in class-IL: every class seen so far).
             allowed = self.context.stream.allowed_outputs(self.context.scenario, task_ids,
                                                           seen=self.task + 1)
@@ -54,6 +57,7 @@ class Replay(Learner):
 
     def begin_task(self, task_index: int) -> None:
         self.task = task_index
+        self.draws = derive_generator(self.context.seed, "replay_example.draws", task_index)
 
     def end_task(self, task_index: int) -> None:
         keep = slice(0, self.options.per_task)  # the last minibatch is already shuffled

@@ -22,12 +22,9 @@ from metalearn.models import MODELS, build_model
 from metalearn.protocol import Protocol
 from metalearn.protocol.checkpoint import load_checkpoint
 from metalearn.results import RunResults
-from metalearn.seeding import derive_generator, derive_seed
+from metalearn.seeding import reserved
 from metalearn.tasks import BENCHMARKS, Scenario, Stream
 from metalearn.tracking import ConsoleReporter, RunFolder, Trackers, WandbTracker
-
-MODEL_INIT = 1  # derive_seed key of the model's initial weights
-TASK_ORDER = 2  # derive_seed key of a random task order
 
 
 def resolve_device(name: str) -> torch.device:
@@ -62,7 +59,8 @@ def build_stream(config: RunConfig, device: torch.device) -> tuple[Stream, Scena
 def task_order(config: RunConfig, n_tasks: int) -> list[int]:
     """The run's order of the benchmark's tasks: as given, or a permutation drawn from the seed."""
     if config.task_order == "random":
-        return torch.randperm(n_tasks, generator=derive_generator(config.seed, TASK_ORDER)).tolist()
+        generator = reserved("task_order").generator(config.seed)
+        return torch.randperm(n_tasks, generator=generator).tolist()
     if sorted(config.task_order) != list(range(n_tasks)):
         raise ConfigError(f"task_order {config.task_order} is not a permutation of the "
                           f"{config.benchmark.name} tasks 0..{n_tasks - 1}; give each index once")
@@ -85,7 +83,7 @@ def build_run(config: RunConfig) -> tuple[Stream, Scenario | None, Any, torch.de
         input_shape, n_outputs = (1, *first.train.image_shape), config.protocol.n_way
     else:
         input_shape, n_outputs = (1, *first.train.images.shape[1:]), stream.n_outputs(scenario)
-    torch.manual_seed(derive_seed(config.seed, MODEL_INIT))
+    torch.manual_seed(reserved("model_init").seed(config.seed))
     model = build_model(config.model.name, input_shape, n_outputs, **model_options)
     learner = learner_class(model, options, LearnerContext(stream, scenario, device, config.seed))
     return stream, scenario, learner, device

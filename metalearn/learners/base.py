@@ -72,7 +72,7 @@ class Learner(abc.ABC):
 
         Override to train on other data than the current task's minibatches or episodes
         (joint training, pretraining on a pool's classes); draw randomness from
-        ``metalearn.seeding.derive_generator(context.seed, task_index, key)``.
+        ``metalearn.seeding.derive_generator(context.seed, "my_learner.batches", task_index)``.
         """
         return None
 

@@ -23,10 +23,10 @@ from metalearn.learners.base import LearnerContext, adam, masked_cross_entropy
 from metalearn.learners.finetune import FineTune, FineTuneOptions
 from metalearn.learners.registry import register
 from metalearn.models.vae import VAE
-from metalearn.seeding import derive_generator
+from metalearn.seeding import reserved
 from metalearn.tasks import Batch
 
-SAMPLE_GRID = 3  # derive_generator key of the samples shown after each task
+SAMPLE_GRID = reserved("dgr.sample_grid")  # the samples shown after each task
 
 
 class DGROptions(FineTuneOptions):
@@ -127,7 +127,7 @@ class DeepGenerativeReplay(FineTune):
     def report(self, task_index: int) -> dict[str, torch.Tensor]:
         """The generator's samples after this task (the same latent draws every time)."""
         self.generator.eval()
-        generator = derive_generator(self.context.seed, 0, SAMPLE_GRID)
+        generator = SAMPLE_GRID.generator(self.context.seed)
         return {"generator_samples": self.generator.sample(self.options.samples_shown, generator)}
 
     def state_dict(self) -> dict:

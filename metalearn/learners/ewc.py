@@ -35,10 +35,10 @@ from metalearn.learners.plasticity import (
     mean_gradient_power,
 )
 from metalearn.learners.registry import register
-from metalearn.seeding import derive_generator
+from metalearn.seeding import reserved
 from metalearn.tasks import Batch
 
-FISHER_LABELS = 2  # derive_generator key of the sampled Fisher's labels
+FISHER_LABELS = reserved("ewc.fisher_labels")  # the sampled Fisher's labels
 
 
 class EWCOptions(PlasticityOptions):
@@ -69,7 +69,7 @@ class EWC(SelectivePlasticity):
         self.penalty.add_term(importance)
 
     def importance(self, task_index: int) -> list[torch.Tensor]:
-        generator = derive_generator(self.context.seed, task_index, FISHER_LABELS)
+        generator = FISHER_LABELS.generator(self.context.seed, task_index)
         batches = self.task_batches(task_index)
         if self.options.fisher_samples is not None:  # a random subset of the training set
             size = min(self.options.fisher_samples, len(self.context.stream[task_index].train))

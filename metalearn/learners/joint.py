@@ -10,11 +10,11 @@ from typing import Iterator
 
 from metalearn.learners.finetune import FineTune, FineTuneOptions
 from metalearn.learners.registry import register
-from metalearn.seeding import derive_generator
+from metalearn.seeding import reserved
 from metalearn.tasks import Batch
 
 
-JOINT_BATCHES = 1  # the key of this learner's own batch stream, apart from the protocol's
+JOINT_BATCHES = reserved("joint.batches")  # apart from the protocol's
 
 
 class JointOptions(FineTuneOptions):
@@ -31,5 +31,5 @@ class Joint(FineTune):
     def training_batches(self, task_index: int) -> Iterator[Batch]:
         return self.context.stream.train_batches(
             self.context.scenario, range(task_index + 1), self.options.batch_size,
-            derive_generator(self.context.seed, task_index, JOINT_BATCHES), seen=task_index + 1,
+            JOINT_BATCHES.generator(self.context.seed, task_index), seen=task_index + 1,
         )

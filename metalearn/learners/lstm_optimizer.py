@@ -39,11 +39,12 @@ from metalearn.learners.base import (
 from metalearn.learners.coordinatewise import Parameters, flatten, log_and_sign, lstm_step, unflatten
 from metalearn.learners.registry import register
 from metalearn.models import reinitialise
-from metalearn.seeding import derive_generator, derive_seed
+from metalearn.seeding import reserved
 from metalearn.tasks import Batch
 
-OPTIMISEE_INIT = 7  # derive_seed(seed, optimisee number, key): each optimisee's initialisation
-SELECTION_INIT, SELECTION_BATCHES = 8, 9  # (seed, k, key): the k-th held-out selection optimisee
+OPTIMISEE_INIT = reserved("lstm_optimizer.optimisee_init")  # (seed, optimisee number)
+SELECTION_INIT = reserved("lstm_optimizer.selection_init")  # (seed, k): the k-th held-out
+SELECTION_BATCHES = reserved("lstm_optimizer.selection_batches")  # selection optimisee
 
 StackedState = tuple[torch.Tensor, torch.Tensor]  # (h, c) of all layers: [layers, coordinates, hidden]
 
@@ -167,7 +168,7 @@ class LSTMOptimizer(Learner):
         training minibatches, drawn from the run's seed and k alone."""
         stream = self.context.stream
         batches = stream.train_batches(self.context.scenario, [self.task_index], self.batch_size,
-                                       derive_generator(self.context.seed, k, SELECTION_BATCHES),
+                                       SELECTION_BATCHES.generator(self.context.seed, k),
                                        seen=self.task_index + 1)
         return list(itertools.islice(batches, self.options.horizon))
 
@@ -175,7 +176,7 @@ class LSTMOptimizer(Learner):
         """The current rule's mean final loss over the held-out selection optimisees."""
         finals = []
         for k in range(self.options.select_trajectories):
-            reinitialise(self.model, derive_seed(self.context.seed, k, SELECTION_INIT))
+            reinitialise(self.model, SELECTION_INIT.seed(self.context.seed, k))
             finals.append(self.trajectory(self.model, self.selection_batches(k))[-1])
         return float(np.mean(finals))
 
@@ -190,7 +191,7 @@ class LSTMOptimizer(Learner):
 
     def _fresh_optimisee(self) -> None:
         """A new optimisee: the model drawn afresh, from the run's seed and its number."""
-        reinitialise(self.model, derive_seed(self.context.seed, self.optimisees, OPTIMISEE_INIT))
+        reinitialise(self.model, OPTIMISEE_INIT.seed(self.context.seed, self.optimisees))
         self.optimisees += 1
         self.params = leaves({name: p.clone() for name, p in self.model.named_parameters()})
         self.state = self.network.initial_state(flatten(self.params))

@@ -26,10 +26,10 @@ from metalearn.learners.base import (
 )
 from metalearn.learners.finetune import FineTuneOptions
 from metalearn.learners.registry import register
-from metalearn.seeding import derive_generator
+from metalearn.seeding import reserved
 from metalearn.tasks import Batch, Scenario
 
-RETRAIN_BATCHES = 3  # derive_generator key of the batches that retrain a task after pruning
+RETRAIN_BATCHES = reserved("packnet.retrain_batches")
 FREE = 0  # owner of a weight no task keeps; task t's weights have owner t + 1
 
 
@@ -120,7 +120,7 @@ class PackNet(Learner):
         self._start_phase(owner_id, self.options.retrain_lr)
         batches = self.context.stream.train_batches(
             self.context.scenario, [task_index], self.options.batch_size,
-            derive_generator(self.context.seed, task_index, RETRAIN_BATCHES), seen=task_index + 1,
+            RETRAIN_BATCHES.generator(self.context.seed, task_index), seen=task_index + 1,
         )
         for _ in range(self.options.retrain_steps):
             self._step(next(batches))

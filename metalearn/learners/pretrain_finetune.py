@@ -16,10 +16,10 @@ from torch import nn
 
 from metalearn.learners.base import EPISODIC, Learner, LearnerContext, LearnerOptions, adam
 from metalearn.learners.registry import register
-from metalearn.seeding import derive_generator
+from metalearn.seeding import reserved
 from metalearn.tasks import EpisodeBatch, EpisodicTask
 
-PRETRAIN_BATCHES = 2  # the key of this learner's own batch stream
+PRETRAIN_BATCHES = reserved("pretrain_finetune.batches")
 
 
 class PretrainFineTuneOptions(LearnerOptions):
@@ -58,7 +58,7 @@ class PretrainFineTune(Learner):
         """Plain minibatches over every training class at once, instead of episodes."""
         return self._task(task_index).train.batches(
             self.options.batch_size,
-            derive_generator(self.context.seed, task_index, PRETRAIN_BATCHES),
+            PRETRAIN_BATCHES.generator(self.context.seed, task_index),
         )
 
     def _task(self, task_index: int) -> EpisodicTask:

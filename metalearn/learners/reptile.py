@@ -27,11 +27,11 @@ from torch import nn
 from metalearn.learners.base import EPISODIC, Learner, LearnerContext, LearnerOptions
 from metalearn.learners.inner_loop import Batching, FunctionalModel, Parameters
 from metalearn.learners.registry import register
-from metalearn.seeding import derive_generator
+from metalearn.seeding import reserved
 from metalearn.tasks import EpisodeBatch
 
-INNER_BATCHES = 5  # derive_generator keys: minibatch order in training and in evaluation
-EVAL_INNER_BATCHES = 6
+INNER_BATCHES = reserved("reptile.inner_batches")  # minibatch order in training
+EVAL_INNER_BATCHES = reserved("reptile.eval_inner_batches")  # and in evaluation
 ADAM_EPSILON = 1e-8
 
 
@@ -101,7 +101,7 @@ class Reptile(Learner):
     def __init__(self, model: nn.Module, options: ReptileOptions, context: LearnerContext) -> None:
         super().__init__(model, options, context)
         self.functional = FunctionalModel(self.model, options.batching)
-        self.generator = derive_generator(context.seed, INNER_BATCHES)
+        self.generator = INNER_BATCHES.generator(context.seed)
         self.iteration = 0
         self.inner_state = AdamState.zeros(self.functional.parameters())  # carried between episodes
 
@@ -169,7 +169,7 @@ class Reptile(Learner):
     def predict_episodes(self, batch: EpisodeBatch) -> torch.Tensor:
         """``eval_inner_steps`` inner steps on each support set, then the query logits."""
         self.model.eval()
-        generator = derive_generator(self.context.seed, EVAL_INNER_BATCHES)
+        generator = EVAL_INNER_BATCHES.generator(self.context.seed)
         batches = minibatch_indices(len(batch), batch.support_x.shape[1], self.options.eval_inner_steps,
                                     self.options.eval_inner_batch_size, generator)
         params = self.functional.parameters()

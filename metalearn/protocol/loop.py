@@ -23,7 +23,7 @@ from metalearn.learners import Learner
 from metalearn.protocol.checkpoint import load_checkpoint, save_checkpoint
 from metalearn.protocol.metrics import few_shot_accuracy, summarize
 from metalearn.results import RunResults
-from metalearn.seeding import derive_generator, derive_seed
+from metalearn.seeding import reserved
 from metalearn.tasks import (
     Batch,
     EpisodeBatch,
@@ -35,8 +35,6 @@ from metalearn.tasks import (
 
 if TYPE_CHECKING:  # the protocol only calls a tracker's methods
     from metalearn.tracking import Tracker
-
-TRAIN_BATCHES = 0  # derive_seed key of the protocol's own training batches
 
 
 class ProtocolSettings(pydantic.BaseModel):
@@ -175,11 +173,11 @@ class Protocol:
         s = self.settings
         if self.stream.episodic:
             sampler = EpisodeSampler(self.stream[i].train, s.n_way, s.k_shot, s.q_query,
-                                     seed=derive_seed(self.seed, i, TRAIN_BATCHES),
+                                     seed=reserved("train_batches").seed(self.seed, i),
                                      name=f"the training classes of task {i}")
             return iter(lambda: sampler.sample(s.meta_batch_size), None)
-        return self.stream.train_batches(self.scenario, [i], s.batch_size,
-                                         derive_generator(self.seed, i, TRAIN_BATCHES), seen=i + 1)
+        generator = reserved("train_batches").generator(self.seed, i)
+        return self.stream.train_batches(self.scenario, [i], s.batch_size, generator, seen=i + 1)
 
     def _record_report(self, i: int, results: RunResults) -> dict[str, np.ndarray]:
         """Store the numbers of the learner's report after task i; return its images."""
@@ -219,7 +217,7 @@ class Protocol:
             s = self.settings
             self._evaluation_episodes[j] = EvaluationEpisodes(
                 self.stream[j].test, s.n_way, s.k_shot, s.q_query,
-                seed=derive_seed(s.eval_seed, j), n_episodes=s.eval_episodes,
+                seed=reserved("eval_episodes").seed(s.eval_seed, j), n_episodes=s.eval_episodes,
                 name=f"the test classes of task {j}",
             )
         return self._evaluation_episodes[j]

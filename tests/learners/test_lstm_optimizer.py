@@ -17,7 +17,6 @@ from metalearn.learners import LearnerContext
 from metalearn.learners.coordinatewise import flatten, log_and_sign, lstm_step, unflatten
 from metalearn.learners.lstm_optimizer import OPTIMISEE_INIT, CoordinatewiseLSTM, LSTMOptimizer
 from metalearn.models import reinitialise
-from metalearn.seeding import derive_seed
 
 CPU = torch.device("cpu")
 
@@ -157,7 +156,7 @@ def test_the_meta_gradient_equals_the_unroll_written_out_by_hand(second_derivati
     ours = [p.grad.clone() for p in learner.network.parameters()]
 
     model = Quadratic().double()
-    reinitialise(model, derive_seed(0, 0, OPTIMISEE_INIT))  # the learner's first optimisee
+    reinitialise(model, OPTIMISEE_INIT.seed(0, 0))  # the learner's first optimisee
     theta, state, losses = model.theta.detach(), learner.network.initial_state(model.theta), []
     for _ in range(5):
         losses.append(((W @ theta - y) ** 2).sum())

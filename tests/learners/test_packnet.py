@@ -10,7 +10,7 @@ from metalearn.cli.runner import run
 from metalearn.learners import LearnerContext
 from metalearn.learners.packnet import FREE, PackNet  # the import registers "packnet"
 from metalearn.models import Conv4, MLP
-from metalearn.seeding import derive_generator
+from metalearn.seeding import reserved
 from metalearn.tasks import ClassificationTask, LabelledImages, Scenario, Stream
 
 
@@ -43,8 +43,8 @@ def packnet(stream, model="mlp", **options):
 def train_task(learner, task_index, steps=60):
     """The protocol's part for one task, minus evaluation: begin, steps, end."""
     stream = learner.context.stream
-    batches = stream.train_batches(Scenario.TASK, [task_index], 32,
-                                   derive_generator(0, task_index), seen=task_index + 1)
+    generator = reserved("train_batches").generator(0, task_index)
+    batches = stream.train_batches(Scenario.TASK, [task_index], 32, generator, seen=task_index + 1)
     learner.begin_task(task_index)
     for _ in range(steps):
         learner.train_step(next(batches))

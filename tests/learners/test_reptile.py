@@ -10,7 +10,6 @@ import torch
 from metalearn.learners import LearnerContext
 from metalearn.learners.reptile import INNER_BATCHES, Reptile, minibatch_indices
 from metalearn.models import MLP, Conv4
-from metalearn.seeding import derive_generator
 
 from test_maml import omniglot, random_episodes, short_omniglot_run  # noqa: F401  (a fixture)
 
@@ -76,7 +75,7 @@ def test_two_iterations_equal_a_hand_computed_softmax_regression(inner_optimizer
         np.concatenate([batch.support_x[e, c:c + 1], batch.query_x[e, 3 * c:3 * c + 2]])
         for c in range(3)]).reshape(9, 4) for e in range(2)])
     y = np.repeat(np.arange(3), 3)[None].repeat(2, 0)
-    generator = derive_generator(0, INNER_BATCHES)
+    generator = INNER_BATCHES.generator(0)
     state = ([np.zeros_like(w), np.zeros_like(b)], [np.zeros_like(w), np.zeros_like(b)], 0)
     for epsilon in (0.7, 0.64):
         batches = minibatch_indices(2, 9, 3, 4, generator).numpy()
