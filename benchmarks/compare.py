@@ -94,7 +94,7 @@ def run_all(args: argparse.Namespace) -> list[tuple[RunResults, str, dict[str, s
             continue
         run_dir = Path(config.output_dir) / config.benchmark.name / name
         start = time.perf_counter()
-        result = run(config, run_dir=run_dir, resume=(run_dir / "checkpoint.pt").exists())
+        result = run(config, run_dir=run_dir, resume=(run_dir / "config.yaml").exists())
         result.timings["wall_s"] = time.perf_counter() - start
         (done / f"{name}.json").write_text(json.dumps(result.to_dict(), indent=2) + "\n")
         (done / f"{name}.yaml").write_text(settings)

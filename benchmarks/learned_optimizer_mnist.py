@@ -71,7 +71,7 @@ def meta_train(config: RunConfig, runs: Path, out: Path):
                          "pass another --runs or delete it")
     finished = (run_dir / "results.json").is_file() and load_results(run_dir).completed_tasks == 1
     if not finished:
-        run(config, run_dir=run_dir, resume=(run_dir / "checkpoint.pt").is_file())
+        run(config, run_dir=run_dir, resume=(run_dir / "config.yaml").is_file())
     shutil.copytree(run_dir, out / "meta_training", dirs_exist_ok=True,
                     ignore=shutil.ignore_patterns("checkpoint.pt"))
     _, _, learner, _ = build_run(config)

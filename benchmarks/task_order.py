@@ -74,7 +74,7 @@ def main() -> None:
     for order in orders(len(stream), args.random, args.order_seed):
         config = load_config(args.config, [*base, f"task_order={order}"])
         run_dir = Path(args.runs) / config.benchmark.name / f"{config.learner.name}-order-{'-'.join(map(str, order))}"
-        results = run(config, run_dir=run_dir, resume=(run_dir / "checkpoint.pt").exists())
+        results = run(config, run_dir=run_dir, resume=(run_dir / "config.yaml").exists())
         rows.append({"order": order, "tasks": results.task_names,
                      **{m: results.metrics[m] for m in METRICS},
                      "final_accuracy": results.accuracy[-1].tolist()})

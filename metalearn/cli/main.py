@@ -15,7 +15,7 @@ from metalearn.cli.runner import evaluate, run
 from metalearn.data import DataError
 from metalearn.learners import available_learners
 from metalearn.models import MODELS
-from metalearn.protocol import NonFiniteLossError
+from metalearn.protocol import NonFiniteLossError, RunStopped
 from metalearn.tasks import BENCHMARKS, Scenario
 
 
@@ -45,10 +45,15 @@ def main(argv: Sequence[str] | None = None) -> int:
         help="changes to the run's config, e.g. benchmark.name=omniglot_to_mnist protocol.k_shot=5")
 
     commands.add_parser("list", help="show learners, benchmarks, scenarios and models")
-    args = parser.parse_args(argv)
+    args, extra = parser.parse_known_args(argv)
+    # Overrides typed after the flags (run CONFIG --data-root DATA key=value) are overrides too.
+    unknown = [item for item in extra if item.startswith("-") or "=" not in item]
+    if unknown or (extra and args.command == "list"):
+        parser.error(f"unrecognized arguments: {' '.join(unknown or extra)}")
     if args.command == "list":
         print(_listing())
         return 0
+    args.overrides += extra
     try:
         if args.command == "evaluate":
             print(_evaluation_report(evaluate(args.run_dir, args.overrides)))
@@ -69,6 +74,14 @@ def main(argv: Sequence[str] | None = None) -> int:
         if args.wandb:
             data["wandb"]["mode"] = args.wandb
         run(validate_config(data), run_dir=run_dir, resume=args.resume is not None)
+    except RunStopped as stop:
+        print(f"{stop}: the results of the completed tasks, the plots and the last checkpoint "
+              f"are kept in {stop.run_dir}; continue with: metalearn run --resume {stop.run_dir}",
+              file=sys.stderr)
+        return stop.exit_status
+    except KeyboardInterrupt:  # a second Ctrl-C: stopped at once
+        print("interrupted", file=sys.stderr)
+        return 130
     except (ConfigError, DataError, NonFiniteLossError, ValueError) as error:
         print(f"error: {error}", file=sys.stderr)
         return 1

@@ -24,7 +24,8 @@ from metalearn.protocol.checkpoint import load_checkpoint
 from metalearn.results import RunResults
 from metalearn.seeding import reserved
 from metalearn.tasks import BENCHMARKS, Scenario, Stream
-from metalearn.tracking import ConsoleReporter, RunFolder, Trackers, WandbTracker
+from metalearn.tracking import ConsoleReporter, RunFolder, Trackers, WandbTracker, claim_run_dir
+from metalearn.tracking.run_folder import CONFIG_FILE
 
 
 def resolve_device(name: str) -> torch.device:
@@ -89,11 +90,16 @@ def build_run(config: RunConfig) -> tuple[Stream, Scenario | None, Any, torch.de
     return stream, scenario, learner, device
 
 
-def default_run_dir(config: RunConfig) -> Path:
+def run_name(config: RunConfig) -> str:
+    """Learner, scenario, seed and the settings' fingerprint: ``dgr-class-seed0-3fa2c1``, so
+    runs of different settings (other options, another config file) never share a name."""
     scenario = f"-{config.scenario.value}" if config.scenario else ""
+    return f"{config.learner.name}{scenario}-seed{config.seed}-{config.fingerprint()}"
+
+
+def default_run_dir(config: RunConfig) -> Path:
     stamp = datetime.now().strftime("%Y%m%d-%H%M%S")
-    name = f"{config.learner.name}{scenario}-seed{config.seed}-{stamp}"
-    return Path(config.output_dir) / config.benchmark.name / name
+    return Path(config.output_dir) / config.benchmark.name / f"{run_name(config)}-{stamp}"
 
 
 def environment(device: torch.device, config: RunConfig) -> dict[str, Any]:
@@ -114,20 +120,46 @@ def environment(device: torch.device, config: RunConfig) -> dict[str, Any]:
     }
 
 
+def claim_folder(config: RunConfig, run_dir: Path | None) -> Path:
+    """A new folder that this run alone writes to: ``run_dir``, or a new one under
+    ``output_dir/<benchmark>/`` (numbered if another run started in the same second)."""
+    wanted = run_dir or default_run_dir(config)
+    try:
+        return claim_run_dir(wanted, numbered=run_dir is None)
+    except FileExistsError:
+        raise ConfigError(f"{wanted} already holds a run: pass --resume {wanted} to continue it, "
+                          "or choose another --run-dir") from None
+    except OSError as error:
+        raise ConfigError(f"cannot create the run folder {wanted} ({error.strerror or error}): "
+                          "set output_dir=PATH or --run-dir PATH to a writable folder") from None
+
+
+def resume_state(config: RunConfig, run_dir: Path) -> dict[str, Any] | None:
+    """The checkpoint to continue ``run_dir`` from (None if it stopped before its first), after
+    checking that it is readable and was made with ``config``'s result settings: results of a
+    run whose steps or options changed halfway would match neither config. Writes nothing."""
+    if not (run_dir / CONFIG_FILE).is_file():
+        raise ConfigError(f"{run_dir} holds no run (no {CONFIG_FILE}): give the folder of a "
+                          "stopped run to --resume")
+    checkpoint = run_dir / "checkpoint.pt"
+    state = load_checkpoint(checkpoint) if checkpoint.is_file() else None
+    started = (state or {}).get("run_settings") or load_config(run_dir / CONFIG_FILE).result_settings()
+    changed = config.changes_since(started)
+    if changed:
+        raise ConfigError(f"{run_dir} was started with other settings: {'; '.join(changed)}. "
+                          f"Continue it with the settings it started with (undo the edit of its "
+                          f"{CONFIG_FILE}, or drop the overrides), or start a new run")
+    return state
+
+
 def run(config: RunConfig, run_dir: Path | None = None, resume: bool = False,
         console: Any = None) -> RunResults:
-    """Train and evaluate one learner on one benchmark; results go to ``run_dir``. A resumed
-    run must keep the settings it started with: results of a run whose steps or options changed
-    halfway would match neither config."""
-    run_dir = run_dir or default_run_dir(config)
-    if (run_dir / "checkpoint.pt").exists() and not resume:
-        raise ConfigError(f"{run_dir} already holds a run: pass --resume {run_dir} to continue it")
-    if resume and (run_dir / "config.yaml").is_file():
-        changed = load_config(run_dir / "config.yaml").changed_settings(config)
-        if changed:
-            raise ConfigError(f"{run_dir} was started with other values of {', '.join(changed)}: "
-                              f"continue it with its own config (metalearn run --resume {run_dir}) "
-                              "or start a new run folder")
+    """Train and evaluate one learner on one benchmark; results go to ``run_dir`` (default: a
+    new folder). ``resume`` continues the stopped run in ``run_dir`` if its checkpoint was made
+    with the same settings; a resume that fails leaves the folder as it was."""
+    if resume and run_dir is None:
+        raise ConfigError("resuming needs the folder of the run to continue")
+    state = resume_state(config, run_dir) if resume else None
     stream, scenario, learner, device = build_run(config)
     results = RunResults.empty(
         config.benchmark.name, config.learner.name, scenario.value if scenario else None,
@@ -138,13 +170,22 @@ def run(config: RunConfig, run_dir: Path | None = None, resume: bool = False,
     tracker = Trackers([
         RunFolder(),
         ConsoleReporter(console=console),
-        WandbTracker(mode=config.wandb.mode, project=config.wandb.project, tags=config.wandb.tags),
+        WandbTracker(mode=config.wandb.mode, project=config.wandb.project, tags=config.wandb.tags,
+                     name=run_name(config)),
     ])
-    protocol = Protocol(stream, scenario, learner, config.protocol, config.seed, tracker)
+    protocol = Protocol(stream, scenario, learner, config.protocol, config.seed, tracker,
+                        run_settings=config.result_settings())
+    if state is not None:
+        try:
+            protocol.restore(state, results)
+        except (RuntimeError, KeyError) as error:
+            raise ConfigError(f"the checkpoint in {run_dir} does not fit this learner and model "
+                              f"({str(error).splitlines()[0]}); nothing was changed") from None
+    run_dir = run_dir if resume else claim_folder(config, run_dir)
     try:
         tracker.start(run_dir, config.model_dump(mode="json"), environment(device, config),
                       total_steps=len(stream) * config.protocol.steps_per_task)
-        protocol.run(results, run_dir, resume=resume)
+        protocol.run(results, run_dir)
     finally:
         tracker.finish(results)
         tracker.close()

@@ -24,7 +24,6 @@ from __future__ import annotations
 
 import copy
 import itertools
-import math
 import warnings
 from typing import Any, Iterable
 
@@ -124,7 +123,7 @@ class LSTMOptimizer(Learner):
         self.state: StackedState | None = None
         self.unroll_losses: list[torch.Tensor] = []
         self.task_index, self.batch_size = 0, 1  # where and how selection draws its minibatches
-        self.best_score, self.best_network = math.inf, None  # the selected rule
+        self.best_score, self.best_network = None, None  # the selected rule, once there is one
         self.selections: list[tuple[int, float]] = []  # (optimisees so far, score) of each
 
     def begin_task(self, task_index: int) -> None:
@@ -184,7 +183,7 @@ class LSTMOptimizer(Learner):
         """Score the current rule; keep a copy if it is the best so far."""
         score = self.selection_score()
         self.selections.append((self.optimisees, score))
-        if score < self.best_score:
+        if self.best_score is None or score < self.best_score:
             self.best_score = score
             self.best_network = copy.deepcopy(self.network.state_dict())
         return score

@@ -20,8 +20,9 @@ import pydantic
 import torch
 
 from metalearn.learners import Learner
-from metalearn.protocol.checkpoint import load_checkpoint, save_checkpoint
+from metalearn.protocol.checkpoint import save_checkpoint
 from metalearn.protocol.metrics import few_shot_accuracy, summarize
+from metalearn.protocol.stopping import RunStopped, StopSignals
 from metalearn.results import RunResults
 from metalearn.seeding import reserved
 from metalearn.tasks import (
@@ -42,17 +43,17 @@ class ProtocolSettings(pydantic.BaseModel):
 
     model_config = pydantic.ConfigDict(extra="forbid", frozen=True)
 
-    steps_per_task: int
-    batch_size: int = 128  # classification minibatch
-    eval_batch_size: int = 1000  # classification test batch
-    n_way: int = 5  # few-shot episodes, for training and evaluation
-    k_shot: int = 1
-    q_query: int = 15
-    meta_batch_size: int = 32
-    eval_episodes: int = 600
-    eval_meta_batch_size: int = 100
+    steps_per_task: int = pydantic.Field(ge=1)
+    batch_size: int = pydantic.Field(128, ge=1)  # classification minibatch
+    eval_batch_size: int = pydantic.Field(1000, ge=1)  # classification test batch
+    n_way: int = pydantic.Field(5, ge=2)  # few-shot episodes, for training and evaluation
+    k_shot: int = pydantic.Field(1, ge=1)
+    q_query: int = pydantic.Field(15, ge=1)
+    meta_batch_size: int = pydantic.Field(32, ge=1)
+    eval_episodes: int = pydantic.Field(600, ge=2)  # a confidence interval needs two
+    eval_meta_batch_size: int = pydantic.Field(100, ge=1)
     eval_seed: int = 0  # the same evaluation episodes for every learner and run seed
-    log_every: int = 10  # training steps averaged into one learning-curve point
+    log_every: int = pydantic.Field(10, ge=1)  # training steps averaged into one curve point
     # Steps between checkpoints inside a task, for learners that can resume there (long
     # one-task runs: meta-training); 0 checkpoints only after each task.
     checkpoint_every: int = pydantic.Field(1000, ge=0)
@@ -68,49 +69,68 @@ class ProtocolSettings(pydantic.BaseModel):
 
 
 class NonFiniteLossError(RuntimeError):
-    """A training value became NaN or infinite; results up to the last task are kept."""
+    """A training value or the learner's state became NaN or infinite; results up to the last
+    task and the last checkpoint are kept, and no checkpoint ever holds a non-finite value."""
 
 
 class Protocol:
-    """Runs ``learner`` through ``stream`` and fills in a :class:`RunResults`."""
+    """Runs ``learner`` through ``stream`` and fills in a :class:`RunResults`.
+
+    ``run_settings`` (the run's result-determining settings, as text) goes into every
+    checkpoint, so a resume can check that it continues the same run.
+    """
 
     def __init__(self, stream: Stream, scenario: Scenario | None, learner: Learner,
-                 settings: ProtocolSettings, seed: int, tracker: Tracker) -> None:
+                 settings: ProtocolSettings, seed: int, tracker: Tracker,
+                 run_settings: str = "") -> None:
         self.stream, self.scenario, self.learner = stream, scenario, learner
         self.settings, self.seed, self.tracker = settings, seed, tracker
+        self.run_settings = run_settings
         self._evaluation_episodes: dict[int, EvaluationEpisodes] = {}
+        self._global_step = self._task_step = 0  # where training starts: 0, or a checkpoint's
+        self._stop = StopSignals()
 
-    def run(self, results: RunResults, run_dir: Path, resume: bool = False) -> RunResults:
+    def restore(self, state: dict, results: RunResults) -> None:
+        """Continue from a checkpoint's ``state``: the learner, the results (filled in place),
+        the random state and the step. Nothing is changed if the learner does not fit."""
+        self.learner.load_state_dict(state["learner"])
+        vars(results).update(vars(RunResults.from_dict(state["results"])))
+        torch.set_rng_state(state["rng"])
+        if state.get("cuda_rng") and torch.cuda.is_available():
+            torch.cuda.set_rng_state_all(state["cuda_rng"])
+        self._global_step, self._task_step = state["global_step"], state.get("task_step", 0)
+
+    def run(self, results: RunResults, run_dir: Path) -> RunResults:
         """Train on every task not yet completed, checkpointing into ``run_dir`` after each
         (and every ``checkpoint_every`` steps within a task, for learners that resume there).
 
         ``results`` is filled in place, so a caller holds the partial results if a run stops.
+        SIGINT and SIGTERM stop the run at the next step or evaluation with :class:`RunStopped`.
         """
-        checkpoint = run_dir / "checkpoint.pt"
-        global_step = task_step = 0
-        if resume and checkpoint.is_file():
-            state = load_checkpoint(checkpoint)
-            self.learner.load_state_dict(state["learner"])
-            vars(results).update(vars(RunResults.from_dict(state["results"])))
-            torch.set_rng_state(state["rng"])
-            if state.get("cuda_rng") and torch.cuda.is_available():
-                torch.cuda.set_rng_state_all(state["cuda_rng"])
-            global_step = state["global_step"]
-            task_step = state.get("task_step", 0)
+        with self._stop:
+            try:
+                return self._run(results, run_dir / "checkpoint.pt")
+            except RunStopped as stop:
+                stop.run_dir = run_dir
+                raise
+
+    def _run(self, results: RunResults, checkpoint: Path) -> RunResults:
+        global_step, task_step = self._global_step, self._task_step
         if np.isnan(results.initial_accuracy).any():
-            for j in range(len(self.stream)):
-                results.initial_accuracy[j], _ = self.evaluate(j, seen=0)
+            results.initial_accuracy[:] = [self._checked_evaluation(j, 0)[0]
+                                           for j in range(len(self.stream))]
             self.tracker.log_task(-1, results)
 
         for i in range(results.completed_tasks, len(self.stream)):
             global_step = self._train_task(i, task_step, global_step, results, checkpoint)
             task_step = 0
+            self._check_finite_state(f"after training on task {i} ({self.stream[i].name!r})",
+                                     results, checkpoint)
             start = time.perf_counter()
-            for j in range(len(self.stream)):
-                accuracy, interval = self.evaluate(j, seen=i + 1)
-                results.accuracy[i, j] = accuracy
-                if results.interval is not None:
-                    results.interval[i, j] = interval
+            row = [self._checked_evaluation(j, i + 1) for j in range(len(self.stream))]
+            results.accuracy[i] = [accuracy for accuracy, _ in row]
+            if results.interval is not None:
+                results.interval[i] = [interval for _, interval in row]
             results.timings[f"eval_s/task_{i}"] = time.perf_counter() - start
             images = self._record_report(i, results)
             results.completed_tasks = i + 1
@@ -122,14 +142,37 @@ class Protocol:
         results.metrics = self._metrics(results)
         return results
 
+    def _checked_evaluation(self, j: int, seen: int) -> tuple[float, float | None]:
+        """Evaluate task j, then stop here if a stop was requested meanwhile."""
+        evaluation = self.evaluate(j, seen)
+        self._stop.check()
+        return evaluation
+
     def _save(self, checkpoint: Path, results: RunResults, global_step: int,
               task_step: int = 0) -> None:
         """Everything to resume from here: after a task, or ``task_step`` steps into the next."""
+        where = f"at step {task_step} of task {results.completed_tasks}" if task_step else \
+            f"after task {results.completed_tasks - 1}"
+        learner_state = self._check_finite_state(where, results, checkpoint)
         save_checkpoint(checkpoint, {
-            "learner": self.learner.state_dict(), "results": results.to_dict(),
+            "learner": learner_state, "results": results.to_dict(),
             "rng": torch.get_rng_state(), "global_step": global_step, "task_step": task_step,
             "cuda_rng": torch.cuda.get_rng_state_all() if torch.cuda.is_initialized() else None,
+            "run_settings": self.run_settings,
         })
+
+    def _check_finite_state(self, where: str, results: RunResults, checkpoint: Path) -> dict:
+        """The learner's state, or NonFiniteLossError naming the first NaN or infinite entry:
+        a diverged learner is never evaluated as a result nor written into a checkpoint."""
+        state = self.learner.state_dict()
+        bad = _first_non_finite(state)
+        if bad is not None:
+            raise NonFiniteLossError(
+                f"the learner's state {bad} holds NaN or infinite values {where}, although the "
+                f"loss was finite. Results of the {results.completed_tasks} completed task(s) "
+                f"and the last good checkpoint are kept in {checkpoint.parent}. Lower the "
+                "learning rate or check the inputs, then run again.")
+        return state
 
     def _train_task(self, i: int, first_step: int, global_step: int, results: RunResults,
                     checkpoint: Path) -> int:
@@ -165,6 +208,7 @@ class Protocol:
                     and step + 1 < steps):
                 results.timings[timing] = before + time.perf_counter() - start
                 self._save(checkpoint, results, global_step, task_step=step + 1)
+            self._stop.check()
         self.learner.end_task(i)
         results.timings[timing] = before + time.perf_counter() - start  # across resumes
         return global_step
@@ -227,3 +271,20 @@ class Protocol:
         if results.interval is not None:
             metrics["acc_ci95"] = float(np.nanmean(results.interval[-1]))
         return metrics
+
+
+def _first_non_finite(state: object, path: str = "") -> str | None:
+    """The key path (``['model']['0.weight']``) of the first floating tensor in a nested
+    state dict with a NaN or infinity, or None if every value is finite."""
+    if isinstance(state, torch.Tensor):
+        finite = not state.is_floating_point() or bool(torch.isfinite(state).all())
+        return None if finite else path or "value"
+    if isinstance(state, float):
+        return None if math.isfinite(state) else path or "value"
+    items = state.items() if isinstance(state, dict) else \
+        enumerate(state) if isinstance(state, (list, tuple)) else ()
+    for key, value in items:
+        found = _first_non_finite(value, f"{path}[{key!r}]")
+        if found is not None:
+            return found
+    return None

@@ -8,7 +8,7 @@ so results can be reported and compared without the protocol.
 from metalearn.tracking.base import Tracker, Trackers
 from metalearn.tracking.console import ConsoleReporter, comparison_table, results_table
 from metalearn.tracking.plots import plot_accuracy_matrix, plot_learning_curves, plot_loss_curves
-from metalearn.tracking.run_folder import RunFolder, load_results
+from metalearn.tracking.run_folder import RunFolder, claim_run_dir, load_results
 from metalearn.tracking.wandb_tracker import WandbTracker, has_credentials, resolve_mode
 
 __all__ = [
@@ -17,6 +17,7 @@ __all__ = [
     "Tracker",
     "Trackers",
     "WandbTracker",
+    "claim_run_dir",
     "comparison_table",
     "has_credentials",
     "load_results",

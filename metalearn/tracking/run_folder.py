@@ -2,11 +2,14 @@
 learner showed after each task (``images/<name>_task_<i>.png``).
 
 results.json is rewritten after every task through a temporary file, so a run killed at any
-moment leaves the results of its completed tasks, never a half-written file.
+moment leaves the results of its completed tasks, never a half-written file. A run claims its
+folder exclusively (:func:`claim_run_dir`), so two runs never write into one; a resumed run
+keeps the environment it started in and adds its own under ``resumes``.
 """
 
 from __future__ import annotations
 
+import itertools
 import json
 from pathlib import Path
 from typing import Any
@@ -20,6 +23,26 @@ from metalearn.tracking.base import Tracker
 from metalearn.tracking.plots import plot_accuracy_matrix, plot_learning_curves, save_image_grid
 
 RESULTS_FILE = "results.json"
+CONFIG_FILE = "config.yaml"
+ENVIRONMENT_FILE = "environment.json"
+
+
+def claim_run_dir(run_dir: Path, numbered: bool = False) -> Path:
+    """Create ``run_dir`` (or take it if it holds no run yet) for one run only, by creating its
+    config file exclusively: two processes never get the same folder, whatever the timing.
+
+    If the folder already holds a run, ``numbered`` tries ``run_dir-2``, ``run_dir-3``, ...;
+    otherwise it raises FileExistsError. Errors of the file system (a read-only path) pass on.
+    """
+    others = (run_dir.with_name(f"{run_dir.name}-{n}") for n in itertools.count(2))
+    for candidate in itertools.chain([run_dir], others if numbered else []):
+        candidate.mkdir(parents=True, exist_ok=True)
+        try:
+            (candidate / CONFIG_FILE).open("x").close()
+            return candidate
+        except FileExistsError:
+            continue
+    raise FileExistsError(f"{run_dir} already holds a run")
 
 
 class RunFolder(Tracker):
@@ -34,8 +57,12 @@ class RunFolder(Tracker):
               total_steps: int) -> None:
         self.run_dir = Path(run_dir)
         self.run_dir.mkdir(parents=True, exist_ok=True)
-        atomic_write_text(self.run_dir / "config.yaml", yaml.safe_dump(config, sort_keys=False))
-        atomic_write_text(self.run_dir / "environment.json", _json(environment))
+        atomic_write_text(self.run_dir / CONFIG_FILE, yaml.safe_dump(config, sort_keys=False))
+        path = self.run_dir / ENVIRONMENT_FILE
+        if path.is_file():  # a resumed run: the first start's command and time stay
+            started = json.loads(path.read_text())
+            environment = {**started, "resumes": [*started.get("resumes", []), environment]}
+        atomic_write_text(path, _json(environment))
 
     def log_train(self, task_index: int, step: int, global_step: int,
                   values: dict[str, float]) -> None:
