@@ -12,7 +12,7 @@ from typing import Iterator
 
 import torch
 
-from metalearn.tasks.pools import ClassPool
+from metalearn.tasks.pools import ClassPool, check_batch_size
 
 DEFAULT_EVALUATION_EPISODES = 600
 
@@ -123,9 +123,12 @@ class EpisodeSampler:
                  name: str = "the pool") -> None:
         check_episode_shape(pool, n_way, k_shot, q_query, name)
         self.pool, self.n_way, self.k_shot, self.q_query = pool, n_way, k_shot, q_query
+        self.name = name
         self.generator = torch.Generator().manual_seed(seed)
 
     def sample(self, batch_size: int) -> EpisodeBatch:
+        """``batch_size`` fresh episodes; below 1, a ValueError naming the pool."""
+        check_batch_size(batch_size, f"episodes from {self.name}")
         indices = sample_episode_indices(
             self.pool, self.n_way, self.k_shot + self.q_query, batch_size, self.generator
         )
@@ -148,7 +151,7 @@ class EvaluationEpisodes:
     def __init__(self, pool: ClassPool, n_way: int, k_shot: int, q_query: int, seed: int,
                  n_episodes: int = DEFAULT_EVALUATION_EPISODES, name: str = "the pool") -> None:
         check_episode_shape(pool, n_way, k_shot, q_query, name)
-        self.pool, self.k_shot = pool, k_shot
+        self.pool, self.k_shot, self.name = pool, k_shot, name
         generator = torch.Generator().manual_seed(seed)
         self.indices = sample_episode_indices(pool, n_way, k_shot + q_query, n_episodes, generator)
 
@@ -156,5 +159,7 @@ class EvaluationEpisodes:
         return len(self.indices)
 
     def batches(self, batch_size: int) -> Iterator[EpisodeBatch]:
-        for start in range(0, len(self.indices), batch_size):
-            yield gather_episodes(self.pool, self.indices[start : start + batch_size], self.k_shot)
+        """Every episode once, in order; below 1, ``batch_size`` raises a ValueError here."""
+        check_batch_size(batch_size, f"evaluation episodes from {self.name}")
+        return (gather_episodes(self.pool, index, self.k_shot)
+                for index in self.indices.split(batch_size))

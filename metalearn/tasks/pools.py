@@ -75,18 +75,56 @@ class ClassPool:
         return ClassPool(images, self.sizes.repeat(len(quarter_turns)), names)
 
     def batches(
-        self, batch_size: int, generator: torch.Generator
+        self, batch_size: int, generator: torch.Generator, name: str = "the pool",
+        setting: str = "batch_size",
     ) -> Iterator[tuple[torch.Tensor, torch.Tensor]]:
         """Endless shuffled minibatches of every image: float x [b, 1, H, W], class ids y [b].
 
-        For learners that pretrain an ordinary classifier on a pool's classes.
+        For learners that pretrain an ordinary classifier on a pool's classes. A ``batch_size``
+        (the config's ``setting``) below 1 or above the pool's image count raises a ValueError
+        here, at the call, naming the pool (``name``).
         """
         labels = torch.repeat_interleave(torch.arange(len(self)), self.sizes).to(self.images.device)
-        while True:
-            order = torch.randperm(len(labels), generator=generator).to(self.images.device)
-            for start in range(0, len(order) - batch_size + 1, batch_size):
-                index = order[start : start + batch_size]
-                yield self.images[index].unsqueeze(1).float().div_(255), labels[index]
+        indices = shuffled_batches(len(labels), batch_size, generator,
+                                   f"{name} ({len(self)} classes)", setting)
+
+        def batch(index: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+            index = index.to(self.images.device)
+            return self.images[index].unsqueeze(1).float().div_(255), labels[index]
+
+        return map(batch, indices)
 
     def to(self, device: torch.device | str) -> ClassPool:
         return ClassPool(self.images.to(device), self.sizes, self.names)
+
+
+def check_batch_size(batch_size: int, what: str, available: int | None = None,
+                     setting: str = "batch_size") -> None:
+    """Raise a ValueError naming ``setting``, ``what`` and the fix if ``batch_size`` is below 1
+    or above the ``available`` examples: a sampler would otherwise spin forever on epochs with
+    no full batch, or fail later with a bare traceback."""
+    if batch_size < 1:
+        raise ValueError(f"{setting} must be at least 1, got {batch_size} (batches of {what}); "
+                         f"set {setting} to a positive number")
+    if available is not None and batch_size > available:
+        raise ValueError(f"{setting}={batch_size} is larger than {what}, which has {available} "
+                         f"examples, so no full batch can be drawn; set {setting} to at most "
+                         f"{available}")
+
+
+def shuffled_batches(size: int, batch_size: int, generator: torch.Generator, what: str,
+                     setting: str = "batch_size") -> Iterator[torch.Tensor]:
+    """Endless CPU index batches [batch_size] over ``range(size)``, a fresh permutation of
+    ``generator`` each epoch, each epoch's last partial batch dropped.
+
+    ``batch_size`` is checked here, at the call (see :func:`check_batch_size`), not at the
+    first ``next``.
+    """
+    check_batch_size(batch_size, what, size, setting)
+
+    def epochs() -> Iterator[torch.Tensor]:
+        while True:
+            order = torch.randperm(size, generator=generator)
+            yield from order[: size - size % batch_size].view(-1, batch_size)
+
+    return epochs()

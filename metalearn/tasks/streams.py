@@ -23,7 +23,7 @@ from typing import Callable, Iterator, Literal, Sequence, Union
 
 import torch
 
-from metalearn.tasks.pools import ClassPool
+from metalearn.tasks.pools import ClassPool, check_batch_size, shuffled_batches
 
 
 class Scenario(str, enum.Enum):
@@ -179,38 +179,49 @@ class Stream:
         batch_size: int,
         generator: torch.Generator,
         seen: int,
+        setting: str = "batch_size",
     ) -> Iterator[Batch]:
         """Endless shuffled minibatches from the training sets of ``task_indices``.
 
         Examples of all the given tasks are mixed in proportion to their sizes, a fresh
         permutation each epoch (one task for ordinary training; several for joint training or
-        replay). ``seen`` is the number of tasks seen so far (for class-IL's outputs).
+        replay). ``seen`` is the number of tasks seen so far (for class-IL's outputs). A
+        ``batch_size`` (the config's ``setting``) below 1 or above the examples of these tasks
+        raises a ValueError here, at the call.
         """
         tasks = [self.tasks[i] for i in task_indices]
         sizes = torch.tensor([len(t.train) for t in tasks])  # type: ignore[union-attr]
         ends = torch.cumsum(sizes, 0)
         starts = ends - sizes
-        while True:
-            order = torch.randperm(int(ends[-1]), generator=generator)
-            for start in range(0, len(order) - batch_size + 1, batch_size):
-                index = order[start : start + batch_size]
-                if len(tasks) == 1:
-                    yield self._batch(scenario, [(task_indices[0], index)], seen, "train")
-                    continue
-                owner = torch.searchsorted(ends, index, right=True)
-                local = index - starts[owner]  # position within its own task
-                parts = [(task_indices[k], local[owner == k]) for k in owner.unique().tolist()]
-                yield self._batch(scenario, parts, seen, "train")
+        names = ", ".join(repr(t.name) for t in tasks)
+        what = (f"the training set of task {names}" if len(tasks) == 1
+                else f"the training sets of tasks {names} together") + f" of {self.name}"
+        indices = shuffled_batches(int(ends[-1]), batch_size, generator, what, setting)
+
+        def parts(index: torch.Tensor) -> list[tuple[int, torch.Tensor]]:
+            if len(tasks) == 1:
+                return [(task_indices[0], index)]
+            owner = torch.searchsorted(ends, index, right=True)
+            local = index - starts[owner]  # position within its own task
+            return [(task_indices[k], local[owner == k]) for k in owner.unique().tolist()]
+
+        return (self._batch(scenario, parts(index), seen, "train") for index in indices)
 
     def ordered_batches(
         self, scenario: Scenario | str, task_index: int, batch_size: int, seen: int,
         split: Literal["train", "test"] = "test",
     ) -> Iterator[Batch]:
-        """Task ``task_index``'s whole ``split`` ("test" or "train") in a fixed order."""
-        size = len(getattr(self.tasks[task_index], split))
-        for start in range(0, size, batch_size):
+        """Task ``task_index``'s whole ``split`` ("test" or "train") in a fixed order; the last
+        batch may be smaller. A ``batch_size`` below 1 raises a ValueError here, at the call."""
+        task = self.tasks[task_index]
+        check_batch_size(batch_size, f"the {split} set of task {task.name!r} of {self.name}")
+        size = len(getattr(task, split))
+
+        def batch(start: int) -> Batch:
             index = torch.arange(start, min(start + batch_size, size))
-            yield self._batch(scenario, [(task_index, index)], seen, split)
+            return self._batch(scenario, [(task_index, index)], seen, split)
+
+        return map(batch, range(0, size, batch_size))
 
     def allowed_outputs(self, scenario: Scenario | str, task_ids: torch.Tensor, seen: int) -> torch.Tensor:
         """[b, outputs] bool: the outputs each example, from task ``task_ids[k]``, competes over.

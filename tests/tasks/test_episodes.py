@@ -121,3 +121,14 @@ def test_evaluation_episodes_are_fixed_and_complete(omniglot):
     assert [len(b) for b in batches] == [256, 256, 88]
     again = list(second.batches(256))
     assert all(torch.equal(a.query_x, b.query_x) for a, b in zip(batches, again))
+
+
+@pytest.mark.parametrize("batch_size", [0, -4])
+def test_a_meta_batch_below_one_episode_is_refused(ragged_pool, batch_size):
+    sampler = EpisodeSampler(ragged_pool, 2, 1, 1, seed=0, name="the ragged pool")
+    with pytest.raises(ValueError, match=f"batch_size must be at least 1, got {batch_size} "
+                                         "\\(batches of episodes from the ragged pool\\)"):
+        sampler.sample(batch_size)
+    episodes = EvaluationEpisodes(ragged_pool, 2, 1, 1, seed=0, n_episodes=3, name="the ragged pool")
+    with pytest.raises(ValueError, match="at least 1.*evaluation episodes from the ragged pool"):
+        episodes.batches(batch_size)

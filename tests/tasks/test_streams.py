@@ -160,3 +160,36 @@ def test_permuted_mnist_pads_before_permuting(data_root):
     assert torch.equal(plain.flatten(1).sort(1).values, permuted.flatten(1).sort(1).values)
     assert not torch.equal(plain, permuted)
     assert permuted[:, 0, :2].sum() > 0  # border zeros moved into the image, digit pixels out
+
+
+@pytest.mark.parametrize(
+    "task_indices,batch_size,message",
+    [
+        ([0], 7, "protocol.batch_size=7 is larger than the training set of task 't0' of toy, "
+                 "which has 6 examples, so no full batch can be drawn; set protocol.batch_size "
+                 "to at most 6"),
+        ([0, 1], 11, "larger than the training sets of tasks 't0', 't1' together of toy, which "
+                     "has 10 examples.*at most 10"),
+        ([0], 0, "protocol.batch_size must be at least 1, got 0 \\(batches of the training set "
+                 "of task 't0' of toy\\); set protocol.batch_size to a positive number"),
+        ([0], -3, "protocol.batch_size must be at least 1, got -3"),
+    ],
+)
+def test_impossible_training_batches_are_refused_at_the_call(task_indices, batch_size, message):
+    """Once a loop over epochs with no full batch: it spun forever at 100% CPU."""
+    stream = toy_stream()
+    with pytest.raises(ValueError, match=message):
+        stream.train_batches("class", task_indices, batch_size, torch.Generator(), seen=2,
+                             setting="protocol.batch_size")
+
+
+def test_the_whole_training_set_is_one_batch_per_epoch():
+    batches = toy_stream().train_batches("class", [0], 6, torch.Generator().manual_seed(0), seen=1)
+    assert sorted(pixel_ids(next(batches))) == sorted(pixel_ids(next(batches))) == list(range(6))
+
+
+@pytest.mark.parametrize("batch_size", [0, -1])
+def test_ordered_batches_refuse_a_batch_size_below_one(batch_size):
+    with pytest.raises(ValueError, match=f"batch_size must be at least 1, got {batch_size} "
+                                         "\\(batches of the test set of task 't1' of toy\\)"):
+        toy_stream().ordered_batches("class", 1, batch_size, seen=2)
