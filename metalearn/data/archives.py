@@ -9,9 +9,13 @@ the same pixels (a Debian package, a re-zipped mirror) are accepted and corrupt 
 from __future__ import annotations
 
 import hashlib
+import http.client
 import os
+import shutil
 import tempfile
+import time
 import urllib.error
+import urllib.request
 import warnings
 from dataclasses import dataclass
 from pathlib import Path
@@ -21,6 +25,13 @@ import torch
 
 from metalearn.data.roots import CACHE_ENV, DATA_ENV, cache_dir, download_dir
 from metalearn.files import atomic_torch_save
+
+# A stalled server is dropped after DOWNLOAD_TIMEOUT_S without a byte (connecting, or any
+# read), and each URL is tried DOWNLOAD_ATTEMPTS times, RETRY_BACKOFF_S apart, doubling.
+DOWNLOAD_TIMEOUT_S = 20.0
+DOWNLOAD_ATTEMPTS = 3
+RETRY_BACKOFF_S = 1.0
+USER_AGENT = "metalearn"
 
 
 class DataError(RuntimeError):
@@ -58,29 +69,63 @@ def locate(resource: Resource, roots: Sequence[Path], download: bool = True) -> 
     if download and resource.urls:
         target = download_dir() / resource.relative_path
         for url in resource.urls:
-            try:
-                _download(url, target, resource.md5)
+            if _download_with_retries(url, target, resource.md5, attempts):
                 return target
-            except (OSError, urllib.error.URLError, CorruptDataError) as error:
-                attempts.append(f"{url}: {error}")
     searched = "\n".join(f"  {root / resource.relative_path}" for root in roots)
     tried = "\n".join(f"  {a}" for a in attempts) if attempts else "  (download disabled)"
+    network = "; or check the network connection and run again" if attempts else ""
     raise MissingDataError(
         f"{resource.name} was not found. Looked in:\n{searched}\nDownload attempts:\n{tried}\n"
         f"Fix: copy {resource.name} to <root>/{resource.relative_path} and pass --data-root "
-        f"<root> or set {DATA_ENV}=<root>."
+        f"<root> or set {DATA_ENV}=<root>{network}."
     )
 
 
-def _download(url: str, target: Path, md5: str | None) -> None:
-    # torchvision's downloader follows redirects and shows progress; we verify the MD5 ourselves
-    # so that a mismatch becomes our CorruptDataError and the bad file never stays in place.
-    from torchvision.datasets.utils import download_url
+def _download_with_retries(url: str, target: Path, md5: str | None, attempts: list[str]) -> bool:
+    """Try ``url`` up to DOWNLOAD_ATTEMPTS times, warning before each retry; append each
+    failure to ``attempts``. Errors that a retry cannot cure (an HTTP 4xx answer, a file whose
+    MD5 is wrong) end the tries at once."""
+    for attempt in range(1, DOWNLOAD_ATTEMPTS + 1):
+        try:
+            _download(url, target, md5)
+            return True
+        except (OSError, http.client.HTTPException, CorruptDataError) as error:
+            attempts.append(f"{url} (attempt {attempt} of {DOWNLOAD_ATTEMPTS}): {_reason(error)}")
+            incurable = isinstance(error, CorruptDataError) or (
+                isinstance(error, urllib.error.HTTPError) and error.code < 500)
+            if incurable or attempt == DOWNLOAD_ATTEMPTS:
+                break
+            wait = RETRY_BACKOFF_S * 2 ** (attempt - 1)
+            warnings.warn(f"downloading {target.name} from {url} failed ({_reason(error)}); "
+                          f"trying again in {wait:g} s (attempt {attempt + 1} of "
+                          f"{DOWNLOAD_ATTEMPTS})", stacklevel=3)
+            time.sleep(wait)
+    return False
 
+
+def _reason(error: Exception) -> str:
+    """Why a download failed, in words: urllib wraps a connect timeout in a URLError."""
+    cause = getattr(error, "reason", None) if isinstance(error, urllib.error.URLError) else None
+    if isinstance(error, TimeoutError) or isinstance(cause, TimeoutError):
+        return f"no answer within {DOWNLOAD_TIMEOUT_S:g} s"
+    return str(error)
+
+
+def _download(url: str, target: Path, md5: str | None) -> None:
+    """Fetch ``url`` into ``target`` through a scratch folder beside it, so that a failure of
+    any kind (timeout, dropped connection, MD5 mismatch, Ctrl-C) leaves nothing behind."""
     target.parent.mkdir(parents=True, exist_ok=True)
-    with tempfile.TemporaryDirectory(dir=target.parent) as scratch:
-        download_url(url, scratch, filename=target.name)
+    request = urllib.request.Request(url, headers={"User-Agent": USER_AGENT})
+    with tempfile.TemporaryDirectory(dir=target.parent, prefix=".download-") as scratch:
         fetched = Path(scratch) / target.name
+        # The timeout bounds the connection and every read: a stalled server is dropped.
+        with urllib.request.urlopen(request, timeout=DOWNLOAD_TIMEOUT_S) as response, \
+                open(fetched, "wb") as handle:
+            expected = response.length  # Content-Length, if the server sent one
+            shutil.copyfileobj(response, handle)
+        received = fetched.stat().st_size
+        if expected is not None and received != expected:  # urllib does not check this
+            raise ConnectionError(f"connection closed after {received} of {expected} bytes")
         if md5 is not None and file_md5(fetched) != md5:
             raise CorruptDataError(f"downloaded {target.name} does not match MD5 {md5}")
         os.replace(fetched, target)
