@@ -32,4 +32,5 @@ class Joint(FineTune):
         return self.context.stream.train_batches(
             self.context.scenario, range(task_index + 1), self.options.batch_size,
             JOINT_BATCHES.generator(self.context.seed, task_index), seen=task_index + 1,
+            setting="learner.options.batch_size",
         )

@@ -121,6 +121,7 @@ class PackNet(Learner):
         batches = self.context.stream.train_batches(
             self.context.scenario, [task_index], self.options.batch_size,
             RETRAIN_BATCHES.generator(self.context.seed, task_index), seen=task_index + 1,
+            setting="learner.options.batch_size",
         )
         for _ in range(self.options.retrain_steps):
             self._step(next(batches))

@@ -59,6 +59,7 @@ class PretrainFineTune(Learner):
         return self._task(task_index).train.batches(
             self.options.batch_size,
             PRETRAIN_BATCHES.generator(self.context.seed, task_index),
+            name=f"the training classes of task {task_index}", setting="learner.options.batch_size",
         )
 
     def _task(self, task_index: int) -> EpisodicTask:

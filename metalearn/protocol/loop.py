@@ -221,7 +221,8 @@ class Protocol:
                                      name=f"the training classes of task {i}")
             return iter(lambda: sampler.sample(s.meta_batch_size), None)
         generator = reserved("train_batches").generator(self.seed, i)
-        return self.stream.train_batches(self.scenario, [i], s.batch_size, generator, seen=i + 1)
+        return self.stream.train_batches(self.scenario, [i], s.batch_size, generator, seen=i + 1,
+                                         setting="protocol.batch_size")
 
     def _record_report(self, i: int, results: RunResults) -> dict[str, np.ndarray]:
         """Store the numbers of the learner's report after task i; return its images."""
