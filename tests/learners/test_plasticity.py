@@ -152,12 +152,16 @@ def conflicting_stream(n=512, seed=0):
     return Stream("conflict", tasks, frozenset(Scenario))
 
 
-def train_on(stream, learner_name, options, steps=300, scenario=Scenario.DOMAIN, seed=0):
+def make_learner(stream, learner_name, options, scenario=Scenario.DOMAIN, seed=0):
     torch.manual_seed(seed)
     learner_class = get_learner(learner_name)
     model = MLP(16, stream.n_outputs(scenario), hidden=(32,))
-    learner = learner_class(model, learner_class.Options(**options),
-                            LearnerContext(stream, scenario, torch.device("cpu"), seed))
+    return learner_class(model, learner_class.Options(**options),
+                         LearnerContext(stream, scenario, torch.device("cpu"), seed))
+
+
+def train_on(stream, learner_name, options, steps=300, scenario=Scenario.DOMAIN, seed=0):
+    learner = make_learner(stream, learner_name, options, scenario, seed)
     settings = ProtocolSettings(steps_per_task=steps, batch_size=32, log_every=50)
     results = RunResults.empty("conflict", learner_name, scenario.value, seed,
                                [t.name for t in stream], [len(t.test) for t in stream], episodic=False)
@@ -183,7 +187,7 @@ def test_a_strong_penalty_keeps_the_first_task_where_none_forgets(name, tmp_path
 def test_ewc_fisher_matches_a_per_example_loop_for_each_label_choice():
     stream = conflicting_stream(n=64)
     for fisher in ("empirical", "predicted"):
-        _, _, learner = train_on(stream, "ewc", {"fisher": fisher}, steps=0)
+        learner = make_learner(stream, "ewc", {"fisher": fisher})
         data = next(stream.ordered_batches(Scenario.DOMAIN, 0, 10**6, seen=1, split="train"))
         logits = learner.model(data.x).detach()
         labels = data.y if fisher == "empirical" else logits.argmax(1)
@@ -199,7 +203,7 @@ def test_sampled_fisher_approaches_the_expected_fisher():
                            dtype=torch.uint8).repeat(2000, 1, 1)
     data = LabelledImages(images, torch.zeros(len(images), dtype=torch.int64))
     stream = Stream("copies", (ClassificationTask("copies", 3, data, data),), frozenset(Scenario))
-    _, _, learner = train_on(stream, "ewc", {"fisher": "sampled"}, steps=0, scenario=Scenario.CLASS)
+    learner = make_learner(stream, "ewc", {"fisher": "sampled"}, scenario=Scenario.CLASS)
     sampled = learner.importance(0)
     few = next(stream.ordered_batches(Scenario.CLASS, 0, 4, seen=1, split="train"))
     probabilities = F.softmax(learner.model(few.x), 1).detach()
@@ -215,8 +219,7 @@ def test_sampled_fisher_approaches_the_expected_fisher():
 
 def test_si_importance_is_the_path_integral_of_a_plain_replay_of_training():
     stream = conflicting_stream(n=64)
-    protocol, results, learner = train_on(stream, "si", {"lr": 0.01, "strength": 0.0, "damping": 0.1},
-                                          steps=0)
+    learner = make_learner(stream, "si", {"lr": 0.01, "strength": 0.0, "damping": 0.1})
     start = copy.deepcopy(learner.model)
     optimizer = torch.optim.Adam(start.parameters(), lr=0.01)
     optimizer.load_state_dict(learner.optimizer.state_dict())
@@ -240,7 +243,7 @@ def test_si_importance_is_the_path_integral_of_a_plain_replay_of_training():
 
 def test_mas_importance_is_the_mean_absolute_gradient_of_the_squared_output_norm():
     stream = conflicting_stream(n=64)
-    _, _, learner = train_on(stream, "mas", {}, steps=0)
+    learner = make_learner(stream, "mas", {})
     data = next(stream.ordered_batches(Scenario.DOMAIN, 0, 10**6, seen=1, split="train"))
     reference = looped_gradient_powers(learner.model, squared_output_norm, data, data.y, 1)
     for r, f in zip(reference, learner.importance(0)):
