@@ -75,9 +75,10 @@ def main(argv: Sequence[str] | None = None) -> int:
             data["wandb"]["mode"] = args.wandb
         run(validate_config(data), run_dir=run_dir, resume=args.resume is not None)
     except RunStopped as stop:
-        print(f"{stop}: the results of the completed tasks, the plots and the last checkpoint "
-              f"are kept in {stop.run_dir}; continue with: metalearn run --resume {stop.run_dir}",
-              file=sys.stderr)
+        checkpoint = "the last checkpoint" if (stop.run_dir / "checkpoint.pt").is_file() else \
+            "no checkpoint (no task was completed yet)"
+        print(f"{stop}: the results so far, the plots and {checkpoint} are in {stop.run_dir}; "
+              f"continue with: metalearn run --resume {stop.run_dir}", file=sys.stderr)
         return stop.exit_status
     except KeyboardInterrupt:  # a second Ctrl-C: stopped at once
         print("interrupted", file=sys.stderr)
