@@ -47,7 +47,7 @@ class Learner(abc.ABC):
     Class attributes: ``name``; ``task_kinds``, the kinds of task it trains on
     (``"classification"``, ``"episodic"``); ``scenarios``, the continual scenarios it supports;
     ``Options``, a :class:`LearnerOptions` subclass of its hyperparameters with defaults;
-    ``resumes_mid_task`` (below).
+    ``resumes_mid_task`` and ``distributed`` (below).
     """
 
     name: ClassVar[str]
@@ -58,6 +58,16 @@ class Learner(abc.ABC):
     # ``begin_task`` again and train on: its state holds everything of the task so far. The
     # protocol then checkpoints inside tasks too (ProtocolSettings.checkpoint_every).
     resumes_mid_task: ClassVar[bool] = False
+    # True if one run may go over several processes (torchrun; docs/distributed.md): the
+    # learner takes its ``metalearn.distributed.shard`` of each batch and sums what it computes
+    # across processes, so that every process takes the same step as one process would.
+    distributed: ClassVar[bool] = False
+
+    @classmethod
+    def single_process_reason(cls, options: LearnerOptions) -> str | None:
+        """Why a learner that runs distributed must, with these options, run as one process
+        (None: it need not)."""
+        return None
 
     def __init__(self, model: nn.Module, options: LearnerOptions, context: LearnerContext) -> None:
         self.model = model.to(context.device)
@@ -134,3 +144,19 @@ def check_compatible(learner: type[Learner], stream: Stream, scenario: Scenario 
         raise ValueError(
             f"learner {learner.name!r} supports the scenarios {supported}, not {scenario.value!r}"
         )
+
+
+def check_distributed(learner: type[Learner], options: LearnerOptions, processes: int) -> None:
+    """Refuse, before any training, a run over several processes of a learner that cannot
+    run so, by its class or by its options."""
+    if processes == 1:
+        return
+    if not learner.distributed:
+        raise ValueError(
+            f"learner {learner.name!r} cannot run over several processes yet ({processes} were "
+            "started): run it as one process (metalearn run, without torchrun); "
+            "docs/distributed.md lists the learners that can")
+    reason = learner.single_process_reason(options)
+    if reason is not None:
+        raise ValueError(f"learner {learner.name!r} cannot run over several processes "
+                         f"({processes} were started) with these options: {reason}")

@@ -23,6 +23,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from metalearn.distributed import shard, sum_gradients
 from metalearn.learners.base import EPISODIC, Learner, LearnerContext, LearnerOptions, adam
 from metalearn.learners.inner_loop import Batching, FunctionalModel, Parameters
 from metalearn.learners.registry import register
@@ -49,6 +50,7 @@ class EpisodicMetaLearner(Learner):
 
     task_kinds = frozenset({EPISODIC})
     resumes_mid_task = True  # all its state is in state_dict
+    distributed = True  # episodes sharded, meta-gradients summed across processes
 
     def __init__(self, model: nn.Module, options: LearnerOptions, context: LearnerContext) -> None:
         super().__init__(model, options, context)
@@ -75,14 +77,27 @@ class EpisodicMetaLearner(Learner):
     def meta_gradient(self, batch: EpisodeBatch) -> tuple[torch.Tensor, torch.Tensor]:
         """Accumulate the meta-gradient of ``batch`` into ``.grad``; (mean query loss, accuracy).
 
+        Over several processes each differentiates its shard of the episodes and the shards'
+        sums are added in rank order (``metalearn.distributed``), so every process holds the
+        whole meta-batch's gradient, loss and accuracy.
+        """
+        mine = batch[shard(len(batch))]
+        sums = self._shard_meta_gradient(mine, len(batch))
+        loss, accuracy = sum_gradients(self.meta_parameters(), sums)
+        return loss, accuracy
+
+    def _shard_meta_gradient(self, batch: EpisodeBatch, total: int) -> torch.Tensor:
+        """Accumulate the gradient of ``batch``'s query losses summed, divided by ``total``
+        (the meta-batch's size), into ``.grad``; [loss, accuracy] summed and divided likewise.
+
         Without vmap each episode is differentiated on its own, so a thread holds one
         episode's graph at a time.
         """
         episodes = (batch.support_x, batch.support_y, batch.query_x, batch.query_y)
         if self.functional.batching == "vmap":
             losses, accuracies = self.functional.map_episodes(self._episode_loss, *episodes)
-            losses.mean().backward()
-            return losses.detach().mean(), accuracies.mean()
+            (losses.sum() / total).backward()
+            return torch.stack([losses.detach().sum(), accuracies.sum().to(losses.dtype)]) / total
         meta_parameters = [p for p in self.meta_parameters() if p.requires_grad]
 
         def episode(*tensors: torch.Tensor) -> tuple[tuple[torch.Tensor | None, ...], torch.Tensor,
@@ -95,9 +110,9 @@ class EpisodicMetaLearner(Learner):
         for parameter, gradient in zip(meta_parameters, gradients):
             if gradient is None:  # as backward(): a parameter no episode reaches keeps its .grad
                 continue
-            gradient = gradient / len(batch)
+            gradient = gradient / total
             parameter.grad = gradient if parameter.grad is None else parameter.grad + gradient
-        return loss / len(batch), accuracy / len(batch)
+        return torch.stack([loss, accuracy.to(loss.dtype)]) / total
 
     def train_step(self, batch: EpisodeBatch) -> dict[str, torch.Tensor]:
         self.model.train()
