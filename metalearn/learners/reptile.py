@@ -24,6 +24,7 @@ import pydantic
 import torch
 from torch import nn
 
+from metalearn.distributed import shard, sum_in_order
 from metalearn.learners.base import EPISODIC, Learner, LearnerContext, LearnerOptions
 from metalearn.learners.inner_loop import Batching, FunctionalModel, Parameters
 from metalearn.learners.registry import register
@@ -65,6 +66,11 @@ def minibatch_indices(n_episodes: int, n_examples: int, steps: int, batch_size: 
     return order.flatten(1)[:, : steps * batch_size].reshape(n_episodes, steps, batch_size)
 
 
+def carries_state(options: ReptileOptions) -> bool:
+    """True if the inner Adam's state runs on from one training episode to the next."""
+    return options.inner_optimizer == "adam" and options.inner_state == "carried"
+
+
 @dataclass
 class AdamState:
     """The inner Adam's running moments and the number of steps it has taken."""
@@ -97,6 +103,15 @@ class Reptile(Learner):
     task_kinds = frozenset({EPISODIC})
     Options = ReptileOptions
     resumes_mid_task = True  # all its state is in state_dict
+    distributed = True  # with a fresh inner state: episodes sharded, adapted weights summed
+
+    @classmethod
+    def single_process_reason(cls, options: ReptileOptions) -> str | None:
+        if carries_state(options):
+            return ("with inner_state: carried each episode starts from the inner Adam state the "
+                    "one before it left, so the episodes of a meta-batch cannot be shared out; "
+                    "set learner.options.inner_state: fresh, or run one process")
+        return None
 
     def __init__(self, model: nn.Module, options: ReptileOptions, context: LearnerContext) -> None:
         super().__init__(model, options, context)
@@ -125,7 +140,7 @@ class Reptile(Learner):
 
     @property
     def carries_state(self) -> bool:
-        return self.options.inner_optimizer == "adam" and self.options.inner_state == "carried"
+        return carries_state(self.options)
 
     def training_examples(self, batch: EpisodeBatch) -> tuple[torch.Tensor, torch.Tensor]:
         """Each episode's first ``train_shots`` examples per class, support then queries:
@@ -155,10 +170,13 @@ class Reptile(Learner):
                     adapted[name] += phi[name] / len(batch)
                 losses.append(loss)
             losses = torch.stack(losses)
-        else:
+        else:  # this process's shard of the episodes; the mean over all processes' episodes
+            mine = shard(len(batch))
             adapted, losses = self.functional.map_episodes(
-                lambda *episode: self.adapt(params, *episode)[:2], x, y, batches)
-            adapted = {name: phis.mean(0) for name, phis in adapted.items()}
+                lambda *episode: self.adapt(params, *episode)[:2], x[mine], y[mine], batches[mine])
+            *sums, loss = sum_in_order([*(phis.sum(0) for phis in adapted.values()), losses.sum()])
+            adapted = {name: total / len(batch) for name, total in zip(adapted, sums)}
+            losses = loss / len(batch)
         epsilon = self.meta_step_size()
         for name, p in params.items():
             p.lerp_(adapted[name], epsilon)

@@ -1,5 +1,6 @@
-"""Episodic learners over two processes (gloo, started by torchrun): three training steps give
-the parameters, optimizer state and logged values of one process, in float64 to 1e-12."""
+"""MAML, Meta-SGD and Reptile (fresh inner state) over two processes (gloo, started by
+torchrun): three training steps give the parameters, optimizer state and logged values of one
+process, in float64 to 1e-12, each process adapting to its own share of the episodes."""
 
 from __future__ import annotations
 
@@ -42,7 +43,7 @@ def assert_close(actual, expected, path=""):
         assert actual == expected, path
 
 
-@pytest.mark.parametrize("name", ["maml", "meta_sgd"])
+@pytest.mark.parametrize("name", ["maml", "meta_sgd", "reptile"])
 def test_two_processes_take_the_steps_of_one(name, tmp_path):
     out = tmp_path / "state.pt"
     finished = torchrun(str(STEPS_SCRIPT), name, str(out))
