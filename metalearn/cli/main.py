@@ -10,6 +10,7 @@ from typing import Sequence
 
 import yaml
 
+from metalearn import distributed
 from metalearn.cli.config import ConfigError, load_config, validate_config
 from metalearn.cli.runner import evaluate, run
 from metalearn.data import DataError
@@ -74,19 +75,41 @@ def main(argv: Sequence[str] | None = None) -> int:
         if args.wandb:
             data["wandb"]["mode"] = args.wandb
         run(validate_config(data), run_dir=run_dir, resume=args.resume is not None)
-    except RunStopped as stop:
-        checkpoint = "the last checkpoint" if (stop.run_dir / "checkpoint.pt").is_file() else \
-            "no checkpoint (no task was completed yet)"
-        print(f"{stop}: the results so far, the plots and {checkpoint} are in {stop.run_dir}; "
-              f"continue with: metalearn run --resume {stop.run_dir}", file=sys.stderr)
+    except RunStopped as stop:  # every process stops at the same step; rank 0 speaks for all
+        if distributed.is_main():
+            print(f"{stop}: the results so far, the plots and {_checkpoint(stop.run_dir)} are in "
+                  f"{stop.run_dir}; continue with: {_resume_command(stop.run_dir)}", file=sys.stderr)
         return stop.exit_status
     except KeyboardInterrupt:  # a second Ctrl-C: stopped at once
         print("interrupted", file=sys.stderr)
         return 130
-    except (ConfigError, DataError, NonFiniteLossError, ValueError) as error:
-        print(f"error: {error}", file=sys.stderr)
+    except distributed.ProcessLost as error:
+        print(f"{_process()}error: {error}. {_checkpoint(error.run_dir).capitalize()} is in "
+              f"{error.run_dir}; continue with: {_resume_command(error.run_dir)}", file=sys.stderr)
         return 1
+    except (ConfigError, DataError, NonFiniteLossError, ValueError) as error:
+        print(f"{_process()}error: {error}", file=sys.stderr)
+        return 1
+    finally:
+        distributed.shutdown()
     return 0
+
+
+def _checkpoint(run_dir: Path) -> str:
+    return "the last checkpoint" if (run_dir / "checkpoint.pt").is_file() else \
+        "no checkpoint (no task was completed yet)"
+
+
+def _resume_command(run_dir: Path) -> str:
+    """How to continue ``run_dir``: with as many processes as it ran with."""
+    processes = distributed.world_size()
+    launcher = f"torchrun --nproc-per-node {processes} -m metalearn" if processes > 1 else "metalearn"
+    return f"{launcher} run --resume {run_dir}"
+
+
+def _process() -> str:
+    """``[rank 1] `` before a message when several processes print theirs."""
+    return f"[rank {distributed.rank()}] " if distributed.world_size() > 1 else ""
 
 
 def _evaluation_report(evaluation: dict) -> str:

@@ -16,11 +16,14 @@ from typing import Any, Sequence
 import torch
 
 import metalearn
+from metalearn import distributed
 from metalearn.cli.config import ConfigError, RunConfig, check_options, load_config
 from metalearn.learners import LearnerContext, check_compatible, get_learner
+from metalearn.learners.base import check_distributed
 from metalearn.models import MODELS, build_model
 from metalearn.protocol import Protocol
 from metalearn.protocol.checkpoint import load_checkpoint
+from metalearn.protocol.stopping import StopSignals
 from metalearn.results import RunResults
 from metalearn.seeding import reserved
 from metalearn.tasks import BENCHMARKS, Scenario, Stream
@@ -29,11 +32,13 @@ from metalearn.tracking.run_folder import CONFIG_FILE
 
 
 def resolve_device(name: str) -> torch.device:
+    """The device of ``name``; ``cuda`` (or ``auto`` with a GPU) is this process's own GPU when
+    torchrun started one process per GPU."""
     if name == "auto":
-        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+        name = "cuda" if torch.cuda.is_available() else "cpu"
     if name.startswith("cuda") and not torch.cuda.is_available():
         raise ConfigError(f"device {name!r} was asked for but CUDA is not available; use device=cpu")
-    return torch.device(name)
+    return distributed.process_device(torch.device(name))
 
 
 def build_stream(config: RunConfig, device: torch.device) -> tuple[Stream, Scenario | None]:
@@ -75,6 +80,12 @@ def build_run(config: RunConfig) -> tuple[Stream, Scenario | None, Any, torch.de
     stream, scenario = build_stream(config, device)
     check_compatible(learner_class, stream, scenario)
     options = check_options("learner.options", config.learner.options, learner_class.Options)
+    processes = distributed.world_size()
+    check_distributed(learner_class, options, processes)
+    if stream.episodic and config.protocol.meta_batch_size < processes:
+        raise ConfigError(f"protocol.meta_batch_size ({config.protocol.meta_batch_size}) is below "
+                          f"the number of processes ({processes}): each process needs an episode; "
+                          "raise it or start fewer processes")
     if config.model.name not in MODELS:
         raise ConfigError(f"unknown model {config.model.name!r}; choose one of {sorted(MODELS)}")
     model_options = check_options("model.options", config.model.options, MODELS[config.model.name],
@@ -115,6 +126,7 @@ def environment(device: torch.device, config: RunConfig) -> dict[str, Any]:
         "host": socket.gethostname(), "device": str(device),
         "device_name": torch.cuda.get_device_name(device) if device.type == "cuda" else platform.processor(),
         "cpu_count": os.cpu_count(), "torch_threads": torch.get_num_threads(),
+        "processes": distributed.world_size(),
         "seed": config.seed, "command": " ".join(sys.argv), "git_commit": commit or None,
         "started": datetime.now(timezone.utc).isoformat(timespec="seconds"),
     }
@@ -149,6 +161,14 @@ def resume_state(config: RunConfig, run_dir: Path) -> dict[str, Any] | None:
         raise ConfigError(f"{run_dir} was started with other settings: {'; '.join(changed)}. "
                           f"Continue it with the settings it started with (undo the edit of its "
                           f"{CONFIG_FILE}, or drop the overrides), or start a new run")
+    saved, processes = (state or {}).get("processes", 1), distributed.world_size()
+    if state is not None and saved != processes:
+        raise ConfigError(
+            f"{run_dir} was trained by {saved} process(es) and is resumed by {processes}: the "
+            "sums across processes would be added in another order, so the rest of the run would "
+            f"not be the run it started as. Resume it with {saved} process(es)"
+            + (" (metalearn run --resume, without torchrun)" if saved == 1 else
+               f" (torchrun --nproc-per-node {saved} -m metalearn run --resume {run_dir})"))
     return state
 
 
@@ -156,10 +176,13 @@ def run(config: RunConfig, run_dir: Path | None = None, resume: bool = False,
         console: Any = None) -> RunResults:
     """Train and evaluate one learner on one benchmark; results go to ``run_dir`` (default: a
     new folder). ``resume`` continues the stopped run in ``run_dir`` if its checkpoint was made
-    with the same settings; a resume that fails leaves the folder as it was."""
+    with the same settings and number of processes; a resume that fails leaves the folder as it
+    was. Started by torchrun, this process joins the others (metalearn.distributed): rank 0
+    claims the folder, reads the checkpoint and alone writes to the trackers."""
     if resume and run_dir is None:
         raise ConfigError("resuming needs the folder of the run to continue")
-    state = resume_state(config, run_dir) if resume else None
+    distributed.init_from_environment(resolve_device(config.device))
+    state = distributed.on_main(lambda: resume_state(config, run_dir)) if resume else None
     stream, scenario, learner, device = build_run(config)
     results = RunResults.empty(
         config.benchmark.name, config.learner.name, scenario.value if scenario else None,
@@ -172,7 +195,7 @@ def run(config: RunConfig, run_dir: Path | None = None, resume: bool = False,
         ConsoleReporter(console=console),
         WandbTracker(mode=config.wandb.mode, project=config.wandb.project, tags=config.wandb.tags,
                      name=run_name(config)),
-    ])
+    ] if distributed.is_main() else [])
     protocol = Protocol(stream, scenario, learner, config.protocol, config.seed, tracker,
                         run_settings=config.result_settings())
     if state is not None:
@@ -181,14 +204,15 @@ def run(config: RunConfig, run_dir: Path | None = None, resume: bool = False,
         except (RuntimeError, KeyError) as error:
             raise ConfigError(f"the checkpoint in {run_dir} does not fit this learner and model "
                               f"({str(error).splitlines()[0]}); nothing was changed") from None
-    run_dir = run_dir if resume else claim_folder(config, run_dir)
+    run_dir = run_dir if resume else distributed.on_main(lambda: claim_folder(config, run_dir))
     try:
         tracker.start(run_dir, config.model_dump(mode="json"), environment(device, config),
                       total_steps=len(stream) * config.protocol.steps_per_task)
         protocol.run(results, run_dir)
-    finally:
-        tracker.finish(results)
-        tracker.close()
+    finally:  # a stop signal now (torchrun's to the survivors of a dead process) waits for these
+        with StopSignals():
+            tracker.finish(results)
+            tracker.close()
     return results
 
 

@@ -10,7 +10,9 @@ kind, never by the learner's name.
 
 from __future__ import annotations
 
+import itertools
 import math
+import signal
 import time
 from pathlib import Path
 from typing import TYPE_CHECKING, Iterator
@@ -19,6 +21,7 @@ import numpy as np
 import pydantic
 import torch
 
+from metalearn import distributed
 from metalearn.learners import Learner
 from metalearn.protocol.checkpoint import save_checkpoint
 from metalearn.protocol.metrics import few_shot_accuracy, summarize
@@ -106,11 +109,13 @@ class Protocol:
 
         ``results`` is filled in place, so a caller holds the partial results if a run stops.
         SIGINT and SIGTERM stop the run at the next step or evaluation with :class:`RunStopped`.
+        Over several processes (metalearn.distributed) each process trains on its share of each
+        batch and evaluates its share of the episodes; rank 0 alone writes checkpoints.
         """
         with self._stop:
             try:
                 return self._run(results, run_dir / "checkpoint.pt")
-            except RunStopped as stop:
+            except (RunStopped, distributed.ProcessLost) as stop:
                 stop.run_dir = run_dir
                 raise
 
@@ -145,8 +150,16 @@ class Protocol:
     def _checked_evaluation(self, j: int, seen: int) -> tuple[float, float | None]:
         """Evaluate task j, then stop here if a stop was requested meanwhile."""
         evaluation = self.evaluate(j, seen)
-        self._stop.check()
+        self._check_stop()
         return evaluation
+
+    def _check_stop(self) -> None:
+        """Raise RunStopped if this process or another was asked to stop, so that every process
+        stops at the same step (each gets the signal at its own moment)."""
+        received = self._stop.received
+        number = distributed.largest(signal.Signals[received].value if received else 0)
+        if number:
+            raise RunStopped(signal.Signals(number).name)
 
     def _save(self, checkpoint: Path, results: RunResults, global_step: int,
               task_step: int = 0) -> None:
@@ -154,11 +167,13 @@ class Protocol:
         where = f"at step {task_step} of task {results.completed_tasks}" if task_step else \
             f"after task {results.completed_tasks - 1}"
         learner_state = self._check_finite_state(where, results, checkpoint)
+        if not distributed.is_main():  # the others hold the same state
+            return
         save_checkpoint(checkpoint, {
             "learner": learner_state, "results": results.to_dict(),
             "rng": torch.get_rng_state(), "global_step": global_step, "task_step": task_step,
             "cuda_rng": torch.cuda.get_rng_state_all() if torch.cuda.is_initialized() else None,
-            "run_settings": self.run_settings,
+            "run_settings": self.run_settings, "processes": distributed.world_size(),
         })
 
     def _check_finite_state(self, where: str, results: RunResults, checkpoint: Path) -> dict:
@@ -208,7 +223,7 @@ class Protocol:
                     and step + 1 < steps):
                 results.timings[timing] = before + time.perf_counter() - start
                 self._save(checkpoint, results, global_step, task_step=step + 1)
-            self._stop.check()
+            self._check_stop()
         self.learner.end_task(i)
         results.timings[timing] = before + time.perf_counter() - start  # across resumes
         return global_step
@@ -241,13 +256,22 @@ class Protocol:
 
     @torch.no_grad()
     def evaluate(self, j: int, seen: int) -> tuple[float, float | None]:
-        """Accuracy on task j (and the 95% CI half-width for few-shot tasks)."""
+        """Accuracy on task j (and the 95% CI half-width for few-shot tasks).
+
+        Over several processes each evaluates its consecutive share of the evaluation
+        meta-batches (whole ones: a learner may draw per position in a batch) and the
+        per-episode accuracies are gathered in order, so R and the CI are one process's.
+        """
         if self.stream.episodic:
+            episodes, size = self._episodes(j), self.settings.eval_meta_batch_size
+            share = distributed.shard(-(-len(episodes) // size))
             per_episode = [
                 (self.learner.predict_episodes(batch).argmax(-1) == batch.query_y).float().mean(1)
-                for batch in self._episodes(j).batches(self.settings.eval_meta_batch_size)
+                for batch in itertools.islice(episodes.batches(size), share.start, share.stop)
             ]
-            return few_shot_accuracy(torch.cat(per_episode).cpu().numpy())
+            shared = torch.cat(per_episode) if per_episode else \
+                torch.empty(0, device=self.learner.context.device)
+            return few_shot_accuracy(distributed.gather_in_order(shared).cpu().numpy())
         correct = total = 0
         task_id = j if self.scenario is Scenario.TASK else None
         for batch in self.stream.ordered_batches(self.scenario, j, self.settings.eval_batch_size, seen):
