@@ -1,5 +1,6 @@
-"""Meta-training iterations per second of second-order MAML: ours (threads, loop, vmap) against
-learn2learn's MAML wrapper, higher's innerloop_ctx and TorchOpt's MetaSGD.
+"""Meta-training iterations per second of second-order MAML: ours (threads, loop, vmap, compiled)
+against a plain per-episode autograd loop, learn2learn's MAML wrapper, higher's innerloop_ctx and
+TorchOpt's MetaSGD.
 
 Omniglot 5-way 1-shot, 15 queries per class, Conv4, meta-batch 32, one inner SGD step at 0.4,
 outer Adam 1e-3 (Finn et al. 2017). Every implementation starts from the same weights and gets
@@ -16,10 +17,17 @@ FlopCounterMode), the achieved rate against a measured matrix-multiply peak, and
 implementation's peak memory while it computes that first meta-gradient (every implementation,
 agreeing or not): on CUDA the allocator's peak; on a Linux CPU the resident set's high-water mark above the resident memory just before.
 
+``--tf32 off`` runs float32 convolutions and matrix products in full float32 on a GPU (PyTorch
+lets cuDNN convolutions use TF32 by default; docs/precision.md), ``--tf32 on`` allows TF32 for
+both; the float64 agreement is unaffected either way, the float32 errors are what change.
+``ours-compiled`` is the vmap path with the meta-batch's loss compiled by torch.compile (its
+first iteration compiles, minutes on a CPU).
+
     python benchmarks/maml_speed.py --iterations 20            # CPU or GPU, whichever is there
     python benchmarks/maml_speed.py --device cpu --threads 2 --iterations 5
     python benchmarks/maml_speed.py --implementations ours-vmap ours-loop --iterations 0 \
         --n-way 20 --meta-batch 16 --inner-steps 5          # memory only
+    python benchmarks/maml_speed.py --tf32 off --out benchmarks/results/maml_speed_cuda_tf32_off.json
 """
 
 from __future__ import annotations
@@ -59,6 +67,33 @@ def ours(model: nn.Module, steps: int, batching: str, device: torch.device) -> M
     learner = MAML(model, MAML.Options(inner_lr=INNER_LR, inner_steps=steps, batching=batching),
                    LearnerContext(None, None, device, 0))
     return learner.meta_gradient
+
+
+def ours_compiled(model: nn.Module, steps: int, device: torch.device) -> MetaStep:
+    """Our vmap path under torch.compile: the meta-batch's loss, inner loop included, becomes one
+    graph, and AOTAutograd traces its backward (second-order terms included) ahead of time."""
+    learner = MAML(model, MAML.Options(inner_lr=INNER_LR, inner_steps=steps, batching="vmap"),
+                   LearnerContext(None, None, device, 0))
+    return torch.compile(learner.meta_gradient)
+
+
+def autograd_loop(model: nn.Module, steps: int) -> MetaStep:
+    """The textbook loop with nothing but autograd: per episode, ``autograd.grad`` with
+    ``create_graph`` for the inner steps, ``functional_call`` with the adapted weights, backward."""
+    names = [name for name, _ in model.named_parameters()]
+
+    def meta_step(batch: EpisodeBatch) -> None:
+        for i in range(len(batch)):
+            weights = list(model.parameters())
+            for _ in range(steps):
+                loss = F.cross_entropy(torch.func.functional_call(model, dict(zip(names, weights)),
+                                                                  (batch.support_x[i],)), batch.support_y[i])
+                gradients = torch.autograd.grad(loss, weights, create_graph=True)
+                weights = [w - INNER_LR * g for w, g in zip(weights, gradients)]
+            logits = torch.func.functional_call(model, dict(zip(names, weights)), (batch.query_x[i],))
+            (F.cross_entropy(logits, batch.query_y[i]) / len(batch)).backward()
+
+    return meta_step
 
 
 def learn2learn(model: nn.Module, steps: int) -> MetaStep:
@@ -115,10 +150,41 @@ def torchopt_meta_sgd(model: nn.Module, steps: int) -> MetaStep:
 
 
 def build(name: str, model: nn.Module, steps: int, device: torch.device) -> MetaStep:
+    """The meta-step called ``name`` (ours-<batching>, ours-compiled or a peer) over ``model``;
+    ImportError where a peer is not installed."""
+    if name == "ours-compiled":
+        return ours_compiled(model, steps, device)
     if name.startswith("ours-"):
         return ours(model, steps, name.removeprefix("ours-"), device)
-    peers = {"learn2learn": learn2learn, "higher": higher_ctx, "torchopt": torchopt_meta_sgd}
+    peers = {"autograd": autograd_loop, "learn2learn": learn2learn, "higher": higher_ctx,
+             "torchopt": torchopt_meta_sgd}
     return peers[name](model, steps)
+
+
+def set_tf32(mode: str) -> dict[str, str | bool]:
+    """Allow (``on``) or forbid (``off``) TF32 in float32 cuDNN convolutions and CUDA matrix
+    products, or leave PyTorch's defaults (``default``); the settings then in force."""
+    if hasattr(torch.backends, "fp32_precision"):  # torch >= 2.9, where allow_tf32 is deprecated
+        if mode != "default":
+            precision = "tf32" if mode == "on" else "ieee"
+            torch.backends.cudnn.conv.fp32_precision = precision
+            torch.backends.cuda.matmul.fp32_precision = precision
+        # "none" defers to the parent setting: for matmuls, full float32 unless set otherwise
+        return {"cudnn_conv": torch.backends.cudnn.conv.fp32_precision,
+                "cuda_matmul": torch.backends.cuda.matmul.fp32_precision}
+    if mode != "default":
+        torch.backends.cudnn.allow_tf32 = torch.backends.cuda.matmul.allow_tf32 = mode == "on"
+    return {"cudnn_conv_allow_tf32": torch.backends.cudnn.allow_tf32,
+            "cuda_matmul_allow_tf32": torch.backends.cuda.matmul.allow_tf32}
+
+
+def setup(device: torch.device, n_way: int, meta_batch: int) -> tuple[list[EpisodeBatch], nn.Module]:
+    """The benchmark's four meta-batches and initial weights: every implementation gets the same."""
+    train = omniglot_few_shot("maml", device=device)[0].train
+    sampler = EpisodeSampler(train, n_way, 1, 15, seed=0)
+    batches = [sampler.sample(meta_batch) for _ in range(4)]
+    torch.manual_seed(0)
+    return batches, Conv4(n_way).to(device)
 
 
 def synchronize(device: torch.device) -> None:
@@ -234,19 +300,21 @@ def main() -> None:
     parser.add_argument("--n-way", type=int, default=5)
     parser.add_argument("--inner-steps", type=int, default=1)
     parser.add_argument("--implementations", nargs="+",
-                        default=["ours-threads", "ours-loop", "ours-vmap", "learn2learn", "higher",
-                                 "torchopt"])
+                        default=["ours-threads", "ours-loop", "ours-vmap", "autograd", "learn2learn",
+                                 "higher", "torchopt"],
+                        help="ours-threads, ours-loop, ours-vmap, ours-compiled, autograd, "
+                             "learn2learn, higher, torchopt")
+    parser.add_argument("--matmul-size", type=int, default=4096,
+                        help="side of the matrices that measure the peak rate (smaller: a quicker, lower peak)")
+    parser.add_argument("--tf32", choices=["default", "on", "off"], default="default",
+                        help="TF32 in float32 convolutions and matmuls on a GPU (default: PyTorch's)")
     parser.add_argument("--out", type=Path)
     args = parser.parse_args()
     if args.threads:
         torch.set_num_threads(args.threads)
     device = torch.device(args.device)
-
-    train = omniglot_few_shot("maml", device=device)[0].train
-    sampler = EpisodeSampler(train, args.n_way, 1, 15, seed=0)
-    batches = [sampler.sample(args.meta_batch) for _ in range(4)]
-    torch.manual_seed(0)
-    initial = Conv4(args.n_way).to(device)
+    tf32 = set_tf32(args.tf32)
+    batches, initial = setup(device, args.n_way, args.meta_batch)
 
     first64 = as_float64(batches[0])
 
@@ -268,7 +336,7 @@ def main() -> None:
     flop_model = copy.deepcopy(initial)
     flops = flops_per_iteration(build("ours-loop", flop_model, args.inner_steps, device),
                                 flop_model, batches[0])
-    peak = matmul_peak_gflops(device)
+    peak = matmul_peak_gflops(device, args.matmul_size)
 
     rows, timed = {}, {}
     for name in args.implementations:
@@ -278,8 +346,13 @@ def main() -> None:
         except ImportError as error:
             rows[name] = {"skipped": f"not installed: {error}"}
             continue
-        gradient, memory = peak_memory_mib(device, lambda: meta_gradient(meta_step, model, batches[0]))
-        error = relative_error(first_meta_gradient64(name), reference)
+        try:  # a failure (torch.compile's, say) is this implementation's row, not the run's end
+            gradient, memory = peak_memory_mib(device, lambda: meta_gradient(meta_step, model, batches[0]))
+            error = relative_error(first_meta_gradient64(name), reference)
+        except Exception as failure:
+            rows[name] = {"skipped": f"failed: {type(failure).__name__}: {failure}"[:2000]}
+            print(name, rows[name], flush=True)
+            continue
         rows[name] = {"float64_error": error, "peak_memory_mib": memory,
                       "float32_error": relative_error([g.double() for g in gradient], reference)}
         if error > AGREEMENT:
@@ -301,7 +374,7 @@ def main() -> None:
         "command": "python " + shlex.join(sys.argv),
         "device": str(device),
         "device_name": torch.cuda.get_device_name(device) if device.type == "cuda" else cpu_name(),
-        "torch": torch.__version__, "threads": torch.get_num_threads(),
+        "torch": torch.__version__, "threads": torch.get_num_threads(), "tf32": tf32,
         "setup": {"n_way": args.n_way, "k_shot": 1, "q_query": 15, "meta_batch": args.meta_batch,
                   "inner_steps": args.inner_steps, "inner_lr": INNER_LR, "model": "conv4 (64 filters)"},
         "gflop_per_iteration": round(flops / 1e9, 2),
