@@ -1,6 +1,9 @@
 """Wall time of whole Split MNIST runs for EWC and SI: ours against Avalanche and the FLOP floor.
 
-Everything is measured in one invocation, on the same machine and threads:
+Everything is measured in one invocation, on the same machine and threads. Ours and Avalanche
+take turns (``--repeats`` rounds, the order swapped every round, so a machine that speeds up or
+slows down during the run affects both alike), and each is reported by its median wall time with
+the spread (min, max) of its runs:
 
 - ours: ``metalearn run`` of benchmarks/split_mnist/{ewc,si}.yaml, class-IL (5 tasks x 2000
   iterations, batch 128, the Fisher over each task's whole training set, evaluation after every
@@ -13,7 +16,17 @@ Everything is measured in one invocation, on the same machine and threads:
   back to back without anything else; elementwise work and the optimizer are not in it;
 - the Fisher alone: ours against a loop of one backward pass per example.
 
+Flags: ``--repeats N`` rounds of ours and Avalanche (default 3); ``--device`` runs ours and the
+floor's matrix products there (Avalanche's peer script runs on the CPU, so on a GPU pass
+``--without-avalanche``); ``--steps-per-task N`` shortens every run (a smoke check, not a
+result); ``--without-avalanche`` times ours against the floor alone; ``--skip-fisher`` leaves
+out the Fisher comparison (which runs on the CPU); ``--learners`` picks EWC, SI or both;
+``--matmul-repeats`` sets how long the floor's rate is measured (fewer: quicker, noisier).
+
     python benchmarks/plasticity_speed.py --data-root DATA   # writes benchmarks/results/plasticity_speed_<device>.json
+    python benchmarks/plasticity_speed.py --device cuda --without-avalanche --repeats 1
+    python benchmarks/plasticity_speed.py --repeats 1 --steps-per-task 2 --skip-fisher --learners si \
+        --matmul-repeats 20 --without-avalanche --out /tmp/p.json          # smoke check, seconds
 """
 
 from __future__ import annotations
@@ -22,6 +35,9 @@ import argparse
 import json
 import os
 import platform
+import shlex
+import statistics
+import sys
 import time
 from pathlib import Path
 
@@ -64,18 +80,22 @@ class MatrixProducts(TorchDispatchMode):
         return func(*args, **(kwargs or {}))
 
 
-def matmul_rate(shapes: list[tuple[int, int, int]], repeats: int = 2000) -> float:
-    """FLOP/s of the given matrix products run back to back (the best of 5 timings)."""
-    operands = [(torch.rand(m, k), torch.rand(k, n)) for m, k, n in shapes]
+def matmul_rate(shapes: list[tuple[int, int, int]], device: torch.device, repeats: int = 2000) -> float:
+    """FLOP/s of the given matrix products run back to back on ``device`` (the best of 5 timings)."""
+    operands = [(torch.rand(m, k, device=device), torch.rand(k, n, device=device)) for m, k, n in shapes]
     flops = sum(2 * m * k * n for m, k, n in shapes)
     for a, b in operands * 50:
         a @ b
     best = float("inf")
     for _ in range(5):
+        if device.type == "cuda":
+            torch.cuda.synchronize(device)
         start = time.perf_counter()
         for _ in range(repeats // 5):
             for a, b in operands:
                 a @ b
+        if device.type == "cuda":
+            torch.cuda.synchronize(device)
         best = min(best, (time.perf_counter() - start) / (repeats // 5))
     return flops / best
 
@@ -86,10 +106,10 @@ def flops_of(function) -> int:
     return counter.get_total_flops()
 
 
-def run_flops(config_path: Path, data_root: str) -> dict:
+def run_flops(config_path: Path, data_root: str, steps_per_task: int | None) -> dict:
     """The FLOPs of a whole run of this config and the shapes of its training step's matmuls."""
     config = load_config(config_path, ["wandb.mode=disabled", "device=cpu", "scenario=class",
-                                       f"data_root={data_root}"])
+                                       f"data_root={data_root}", *steps_override(steps_per_task)])
     stream, scenario, learner, _ = build_run(config)
     generator = reserved("train_batches").generator(0, 0)  # the protocol's, for seed 0
     batches = stream.train_batches(scenario, [0], config.protocol.batch_size, generator, seen=1)
@@ -133,58 +153,105 @@ def fisher_versus_loop(config_path: Path, data_root: str) -> dict:
             "speedup": loop_s / ours_s, "max_relative_difference": error}
 
 
-def ours(name: str, data_root: str, runs: Path) -> dict:
-    config = load_config(CONFIGS / f"{name}.yaml", ["wandb.mode=disabled", "device=cpu", "scenario=class",
-                                                   f"data_root={data_root}", f"output_dir={runs}"])
+def steps_override(steps_per_task: int | None) -> list[str]:
+    return [] if steps_per_task is None else [f"protocol.steps_per_task={steps_per_task}"]
+
+
+def ours(name: str, data_root: str, runs: Path, device: str, steps_per_task: int | None) -> dict:
+    config = load_config(CONFIGS / f"{name}.yaml", ["wandb.mode=disabled", f"device={device}", "scenario=class",
+                                                   f"data_root={data_root}", f"output_dir={runs}",
+                                                   *steps_override(steps_per_task)])
     start = time.perf_counter()
     results = run(config)
     wall = time.perf_counter() - start
-    return {"wall_s": wall, "acc": results.metrics["acc"], "strength": config.learner.options["strength"],
+    return {"wall_s": wall, "acc": results.metrics["acc"],
             "train_s_per_task": [results.timings[f"train_s/task_{i}"] for i in range(5)]}
+
+
+def summary(runs: list[dict]) -> dict:
+    """The runs of one implementation: the median wall time, its spread, and every run."""
+    walls = [r["wall_s"] for r in runs]
+    return {"median_s": statistics.median(walls), "min_s": min(walls), "max_s": max(walls), "runs": runs}
+
+
+def interleaved(name: str, args: argparse.Namespace, run_avalanche) -> dict:
+    """``args.repeats`` rounds of ours and Avalanche on ``name``, the order swapped every round."""
+    strength = load_config(CONFIGS / f"{name}.yaml", []).learner.options["strength"]
+    contenders = {"ours": lambda: ours(name, args.data_root, args.runs, args.device, args.steps_per_task)}
+    if run_avalanche is not None:
+        contenders["avalanche"] = lambda: {k: v for k, v in run_avalanche(
+            name, strength=AVALANCHE_STRENGTH[name](strength), data_root=args.data_root, scenario="class",
+            **({} if args.steps_per_task is None else {"iterations_per_task": args.steps_per_task}),
+        ).items() if k != "accuracy_matrix"}
+    runs: dict[str, list[dict]] = {contender: [] for contender in contenders}
+    order = list(contenders)
+    for round_ in range(args.repeats):
+        for contender in order if round_ % 2 == 0 else order[::-1]:
+            runs[contender].append(contenders[contender]())
+            print(f"{name} round {round_ + 1}: {contender} {runs[contender][-1]['wall_s']:.1f} s", flush=True)
+    report = {"strength": strength, **{contender: summary(r) for contender, r in runs.items()}}
+    if "avalanche" in report:
+        report["avalanche_over_ours"] = report["avalanche"]["median_s"] / report["ours"]["median_s"]
+    return report
 
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--data-root", default=os.environ.get("METALEARN_DATA", "").split(os.pathsep)[0])
     parser.add_argument("--runs", type=Path, default=Path("runs/plasticity_speed"))
-    parser.add_argument("--out", type=Path, default=RESULTS / "plasticity_speed_cpu.json")
+    parser.add_argument("--device", default="cpu", help="where ours and the floor run (default: cpu)")
+    parser.add_argument("--repeats", type=int, default=3, help="rounds of ours and Avalanche, taking turns")
+    parser.add_argument("--steps-per-task", type=int, help="shorter runs, for a smoke check (default: the configs')")
+    parser.add_argument("--without-avalanche", action="store_true", help="ours against the floor only")
+    parser.add_argument("--skip-fisher", action="store_true", help="leave out the Fisher comparison")
+    parser.add_argument("--learners", nargs="+", choices=["ewc", "si"], default=["ewc", "si"])
+    parser.add_argument("--matmul-repeats", type=int, default=2000, help="rounds of the floor's matmul timing")
+    parser.add_argument("--out", type=Path, help="default: benchmarks/results/plasticity_speed_<device type>.json")
     args = parser.parse_args()
-    try:  # the peer, imported only now so that --help works without it
-        from peers.avalanche_split_mnist import run_avalanche  # benchmarks/ is on the path
-    except ImportError as error:
-        raise SystemExit(f"{error}: this benchmark compares with Avalanche; install the peers "
-                         "with `bash scripts/install_peers.sh`") from None
+    run_avalanche = None
+    if not args.without_avalanche:
+        try:  # the peer, imported only now so that --help works without it
+            from peers.avalanche_split_mnist import run_avalanche  # benchmarks/ is on the path
+        except ImportError as error:
+            raise SystemExit(f"{error}: this benchmark compares with Avalanche; install the peers "
+                             "with `bash scripts/install_peers.sh`, or pass --without-avalanche") from None
+    device = torch.device(args.device)
 
-    report = {"command": "python benchmarks/plasticity_speed.py", "device": platform.processor() or "cpu",
+    report = {"command": "python " + shlex.join(sys.argv), "device": str(device),
+              "device_name": torch.cuda.get_device_name(device) if device.type == "cuda"
+              else platform.processor() or "cpu",
               "cpu_count": os.cpu_count(), "torch_threads": torch.get_num_threads(),
-              "torch": torch.__version__, "scenario": Scenario.CLASS.value, "notes": NOTES}
-    report["fisher"] = fisher_versus_loop(CONFIGS / "ewc.yaml", args.data_root)
-    print(f"fisher: {report['fisher']['ours_s']:.2f} s vs per-example loop "
-          f"{report['fisher']['per_example_loop_s']:.1f} s ({report['fisher']['speedup']:.0f}x)")
-    counts = {name: run_flops(CONFIGS / f"{name}.yaml", args.data_root) for name in ("ewc", "si")}
-    shapes = counts["ewc"]["step_matmul_shapes"]
-    rates = [matmul_rate(shapes)]
-    for name in ("ewc", "si"):
-        mine = ours(name, args.data_root, args.runs)
-        peer = run_avalanche(name, strength=AVALANCHE_STRENGTH[name](mine["strength"]),
-                             data_root=args.data_root, scenario="class")
-        report[name] = {"flops": counts[name], "ours": mine,
-                        "avalanche": {k: v for k, v in peer.items() if k != "accuracy_matrix"},
-                        "avalanche_over_ours": peer["wall_s"] / mine["wall_s"]}
-        print(f"{name}: ours {mine['wall_s']:.1f} s, Avalanche {peer['wall_s']:.1f} s "
-              f"({report[name]['avalanche_over_ours']:.2f}x)")
-        print(f"  train s per task: ours {[round(t, 1) for t in mine['train_s_per_task']]}, "
-              f"Avalanche {[round(t, 1) for t in peer['train_s_per_task']]}")
-    rates.append(matmul_rate(shapes))  # before and after the runs: the best is the machine's rate
+              "torch": torch.__version__, "scenario": Scenario.CLASS.value, "repeats": args.repeats,
+              "steps_per_task": args.steps_per_task or "the configs'", "notes": NOTES}
+    if not args.skip_fisher:
+        report["fisher"] = fisher_versus_loop(CONFIGS / "ewc.yaml", args.data_root)
+        print(f"fisher: {report['fisher']['ours_s']:.2f} s vs per-example loop "
+              f"{report['fisher']['per_example_loop_s']:.1f} s ({report['fisher']['speedup']:.0f}x)")
+    counts = {name: run_flops(CONFIGS / f"{name}.yaml", args.data_root, args.steps_per_task)
+              for name in args.learners}
+    shapes = counts[args.learners[0]]["step_matmul_shapes"]  # the same MLP and batch for both
+    rates = [matmul_rate(shapes, device, args.matmul_repeats)]
+    for name in args.learners:
+        report[name] = {"flops": counts[name], **interleaved(name, args, run_avalanche)}
+    rates.append(matmul_rate(shapes, device, args.matmul_repeats))  # before and after the runs: the best is the machine's rate
     report["matmul_flops_per_s"] = {"measured": rates, "used": max(rates)}
-    for name in ("ewc", "si"):
+    for name in args.learners:
         floor_s = counts[name]["total_flops"] / max(rates)
-        report[name].update(floor_s=floor_s, ours_over_floor=report[name]["ours"]["wall_s"] / floor_s)
-        print(f"{name} floor: {counts[name]['total_flops'] / 1e12:.2f} TFLOP at {max(rates) / 1e9:.0f} "
-              f"GFLOP/s = {floor_s:.1f} s; ours takes {report[name]['ours_over_floor']:.2f}x the floor")
-    args.out.parent.mkdir(parents=True, exist_ok=True)
-    args.out.write_text(json.dumps(report, indent=2) + "\n")
-    print(f"written to {args.out}")
+        ours_runs = report[name]["ours"]
+        report[name].update(floor_s=floor_s, ours_over_floor={
+            key: ours_runs[f"{key}_s"] / floor_s for key in ("median", "min", "max")})
+        line = (f"{name}: ours {ours_runs['median_s']:.1f} s (median; {ours_runs['min_s']:.1f}-"
+                f"{ours_runs['max_s']:.1f}), {report[name]['ours_over_floor']['median']:.2f}x the floor "
+                f"of {floor_s:.1f} s")
+        if "avalanche" in report[name]:
+            peer = report[name]["avalanche"]
+            line += (f"; Avalanche {peer['median_s']:.1f} s ({peer['min_s']:.1f}-{peer['max_s']:.1f}), "
+                     f"{report[name]['avalanche_over_ours']:.2f}x ours")
+        print(line)
+    out = args.out or RESULTS / f"plasticity_speed_{device.type}.json"
+    out.parent.mkdir(parents=True, exist_ok=True)
+    out.write_text(json.dumps(report, indent=2) + "\n")
+    print(f"written to {out}")
 
 
 if __name__ == "__main__":

@@ -1,0 +1,184 @@
+#!/usr/bin/env bash
+# Every GPU figure issue 18 asks for, in one command that an H100 runs in under 8 minutes:
+#
+#   bash scripts/gpu_check.sh                      # on a GPU machine: writes benchmarks/results/*_cuda.json
+#   bash scripts/gpu_check.sh --device cpu --budget tiny --out /tmp/check --logs /tmp/check/logs  # CI
+#
+# Options: --device cuda|cpu (cuda), --budget full|tiny (full), --out DIR for the JSON files
+# (benchmarks/results), --logs DIR for each step's log and run folders (runs/gpu_check).
+#
+# Steps, each with its own status (ok, failed, skipped and why) in gpu_check_<device>.json, so
+# that one optional figure that fails never stops the others:
+#   maml_speed            second-order MAML, Omniglot 5-way 1-shot, Conv4, meta-batch 32:
+#                         float64 agreement of every path, iterations/s of ours (loop, vmap,
+#                         compiled) against a plain autograd loop, higher, learn2learn, TorchOpt
+#                         (the peers that are installed), peak GPU memory; PyTorch's TF32 defaults
+#   maml_speed_compiled   the same for the torch.compile'd vmap path beside our loop
+#   maml_speed_tf32_off   the same with TF32 off: float32 errors of every path (docs/precision.md)
+#   maml_speed_20way      20-way 1-shot, meta-batch 16, 5 inner steps
+#   maml_ops(_compiled)   operators and kernel launches per meta-iteration, per path
+#   plasticity_speed      EWC and SI whole Split MNIST runs against their FLOP floor
+#   nccl_2proc            `torchrun --nproc-per-node 2 -m metalearn run` on 2 GPUs (skipped with a
+#                         note with fewer than 2 GPUs or without metalearn.distributed)
+#
+# The machine may have another Python and torch than ours and no package index: the script uses
+# the first `python3` on PATH (or $PYTHON), installs metalearn with `pip install --no-deps -e .`
+# only when it does not import, and a peer that is not installed is reported as skipped by the
+# benchmark itself. Data: $METALEARN_DATA (Omniglot and MNIST); a step whose data is missing fails
+# alone, with the benchmark's message in its log.
+set -uo pipefail
+
+DEVICE=cuda
+BUDGET=full
+REPO="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
+OUT="$REPO/benchmarks/results"
+LOGS="$REPO/runs/gpu_check"
+PY="${PYTHON:-python3}"
+
+usage() { sed -n '2,8p' "$0" | sed 's/^# \{0,1\}//'; }
+while [ $# -gt 0 ]; do
+  case "$1" in
+    --device) DEVICE="$2"; shift 2 ;;
+    --budget) BUDGET="$2"; shift 2 ;;
+    --out) OUT="$2"; shift 2 ;;
+    --logs) LOGS="$2"; shift 2 ;;
+    -h|--help) usage; exit 0 ;;
+    *) echo "gpu_check: unknown argument '$1'" >&2; usage >&2; exit 2 ;;
+  esac
+done
+case "$BUDGET" in full|tiny) ;; *) echo "gpu_check: --budget is full or tiny, not '$BUDGET'" >&2; exit 2 ;; esac
+case "$DEVICE" in cuda|cpu) ;; *) echo "gpu_check: --device is cuda or cpu, not '$DEVICE'" >&2; exit 2 ;; esac
+
+mkdir -p "$OUT" "$LOGS"
+OUT="$(cd "$OUT" && pwd)"
+LOGS="$(cd "$LOGS" && pwd)"
+cd "$REPO"
+export PYTHONUNBUFFERED=1 WANDB_MODE=disabled
+START=$SECONDS
+log() { printf '[gpu_check %4ds] %s\n' "$((SECONDS - START))" "$*"; }
+
+# what this Python has: torch (required), metalearn (installed if missing), the GPUs
+if ! GPUS="$("$PY" -c 'import torch; print(torch.cuda.device_count())' 2>/dev/null)"; then
+  echo "gpu_check: '$PY' cannot import torch; set PYTHON to a Python with torch installed" >&2
+  exit 1
+fi
+if ! "$PY" -c 'import metalearn' 2>/dev/null; then
+  log "metalearn does not import: pip install --no-deps -e ."
+  "$PY" -m pip install --quiet --no-deps -e . \
+    || { echo "gpu_check: could not install metalearn with '$PY -m pip install --no-deps -e .'" >&2; exit 1; }
+fi
+if [ "$DEVICE" = cuda ] && [ "$GPUS" -lt 1 ]; then
+  echo "gpu_check: torch.cuda.device_count() is 0 for '$PY'; use --device cpu for a dry run" >&2
+  exit 1
+fi
+
+# The settings of each budget. full is sized for an H100: each step has a time limit, and the
+# limits add up to 8 minutes, so a slow or hung step costs its own figure only. torch.compile has
+# steps of its own: a cold compile that runs long loses the compiled rows, not the others. tiny
+# is for CI: the same steps on a meta-batch of one or two episodes, one thread per process.
+if [ "$BUDGET" = full ]; then
+  SPEED=(--iterations 10 --warmup 2 --implementations ours-loop ours-vmap autograd higher learn2learn torchopt)
+  COMPILED=(--iterations 10 --warmup 2 --implementations ours-loop ours-compiled)
+  TF32_OFF=(--tf32 off --iterations 5 --warmup 1 --implementations ours-loop ours-vmap autograd higher)
+  WAY20=(--iterations 5 --warmup 1 --meta-batch 16 --implementations ours-loop ours-vmap autograd higher learn2learn torchopt)
+  OPS=(--implementations ours-loop ours-vmap autograd higher learn2learn torchopt)
+  OPS_COMPILED=(--implementations ours-compiled)
+  PLASTICITY=(--repeats 1 --skip-fisher)
+  LIMIT=(95 100 35 55 35 50 70 40)
+else
+  export OMP_NUM_THREADS=1  # a shared 2-core CI runner: no oversubscribed OpenMP spinning
+  TINY=(--threads 1 --iterations 1 --warmup 0 --meta-batch 2 --matmul-size 256)
+  SPEED=("${TINY[@]}" --implementations ours-loop ours-vmap autograd)
+  COMPILED=()  # minutes of compiling on a CPU: not in CI
+  TF32_OFF=("${TINY[@]}" --tf32 off --implementations ours-loop)
+  WAY20=(--threads 1 --iterations 0 --meta-batch 1 --matmul-size 256 --implementations ours-loop)
+  OPS=(--meta-batch 2 --implementations ours-loop ours-vmap)
+  OPS_COMPILED=()
+  PLASTICITY=(--repeats 1 --skip-fisher --steps-per-task 2 --learners si --matmul-repeats 20)
+  LIMIT=(60 60 60 60 60 60 60 60)
+fi
+
+STEPS_JSON="$LOGS/steps.jsonl"
+: > "$STEPS_JSON"
+# step NAME LIMIT_S OUTPUT_FILE COMMAND...: runs COMMAND under a time limit, logs it and records
+# its status; never exits the script.
+step() {
+  local name="$1" limit="$2" output="$3"; shift 3
+  local begin=$SECONDS status note=""
+  log "$name: $*"
+  timeout "$limit" "$@" > "$LOGS/$name.log" 2>&1
+  local rc=$?
+  if [ $rc -eq 0 ] && { [ -z "$output" ] || [ -s "$output" ]; }; then status=ok
+  elif [ $rc -eq 124 ]; then status=failed; note="ran past its ${limit}s limit"
+  elif [ $rc -eq 0 ]; then status=failed; note="wrote no $output"
+  else status=failed; note="exit status $rc: $(tail -n 1 "$LOGS/$name.log" | cut -c1-300)"
+  fi
+  log "$name: $status${note:+ ($note)} in $((SECONDS - begin))s"
+  record "$name" "$status" "$note" "$output" "$((SECONDS - begin))" "$*"
+}
+# record NAME STATUS NOTE OUTPUT SECONDS COMMAND: one line of the summary
+record() {
+  "$PY" - "$@" >> "$STEPS_JSON" <<'EOF'
+import json, sys
+name, status, note, output, seconds, command = sys.argv[1:7]
+print(json.dumps({"step": name, "status": status, "note": note or None, "output": output or None,
+                  "seconds": int(seconds), "command": command}))
+EOF
+}
+skip() { log "$1: skipped ($2)"; record "$1" skipped "$2" "" 0 ""; }
+
+D="$DEVICE"
+speed() { local name="$1" limit="$2" file="$OUT/$3"; shift 3
+          step "$name" "$limit" "$file" "$PY" benchmarks/maml_speed.py --device "$D" "$@" --out "$file"; }
+ops() { local name="$1" limit="$2" file="$OUT/$3"; shift 3
+        step "$name" "$limit" "$file" "$PY" benchmarks/maml_ops.py --device "$D" "$@" --out "$file"; }
+speed maml_speed "${LIMIT[0]}" "maml_speed_$D.json" "${SPEED[@]}"
+if [ ${#COMPILED[@]} -gt 0 ]; then
+  speed maml_speed_compiled "${LIMIT[1]}" "maml_speed_${D}_compiled.json" "${COMPILED[@]}"
+else
+  skip maml_speed_compiled "torch.compile takes minutes on a CPU; --budget full runs it"
+fi
+speed maml_speed_tf32_off "${LIMIT[2]}" "maml_speed_${D}_tf32_off.json" "${TF32_OFF[@]}"
+speed maml_speed_20way "${LIMIT[3]}" "maml_speed_${D}_20way_5steps.json" --n-way 20 --inner-steps 5 "${WAY20[@]}"
+ops maml_ops "${LIMIT[4]}" "maml_ops_$D.json" "${OPS[@]}"
+if [ ${#OPS_COMPILED[@]} -gt 0 ]; then
+  ops maml_ops_compiled "${LIMIT[5]}" "maml_ops_${D}_compiled.json" "${OPS_COMPILED[@]}"
+else
+  skip maml_ops_compiled "torch.compile takes minutes on a CPU; --budget full runs it"
+fi
+if "$PY" -c 'import avalanche' 2>/dev/null && [ "$D" = cpu ]; then
+  AVALANCHE=()
+else
+  AVALANCHE=(--without-avalanche)
+  log "plasticity_speed: ours against the floor only (Avalanche is not installed, or its peer script runs on the CPU only)"
+fi
+step plasticity_speed "${LIMIT[6]}" "$OUT/plasticity_speed_$D.json" \
+  "$PY" benchmarks/plasticity_speed.py --device "$D" "${PLASTICITY[@]}" "${AVALANCHE[@]}" \
+  --runs "$LOGS/runs" --out "$OUT/plasticity_speed_$D.json"
+
+if [ "$D" != cuda ] || [ "$GPUS" -lt 2 ]; then
+  skip nccl_2proc "needs 2 GPUs, found $GPUS on --device $D"
+elif ! "$PY" -c 'import metalearn.distributed' 2>/dev/null; then
+  skip nccl_2proc "metalearn.distributed does not exist in this checkout yet"
+else
+  step nccl_2proc "${LIMIT[7]}" "" \
+    "$PY" -m torch.distributed.run --standalone --nproc-per-node 2 -m metalearn run \
+    benchmarks/omniglot/maml.yaml device=cuda protocol.steps_per_task=20 protocol.eval_episodes=32 \
+    "output_dir=$LOGS/runs_nccl" wandb.mode=disabled
+fi
+
+"$PY" - "$STEPS_JSON" "$OUT/gpu_check_$D.json" "$D" "$BUDGET" "$GPUS" "$((SECONDS - START))" <<'EOF'
+import json, platform, sys, torch
+steps_path, out, device, budget, gpus, seconds = sys.argv[1:7]
+steps = [json.loads(line) for line in open(steps_path)]
+summary = {"command": f"bash scripts/gpu_check.sh --device {device} --budget {budget}",
+           "device": device, "gpus": int(gpus), "budget": budget, "seconds": int(seconds),
+           "python": platform.python_version(), "torch": torch.__version__,
+           "device_name": torch.cuda.get_device_name(0) if device == "cuda" else platform.processor(),
+           "steps": steps}
+open(out, "w").write(json.dumps(summary, indent=2) + "\n")
+width = max(len(s["step"]) for s in steps)
+for s in steps:
+    print(f"{s['step']:<{width}}  {s['status']:<8} {s['seconds']:>4}s  {s['note'] or s['output'] or ''}")
+print(f"written to {out} ({seconds} s)")
+EOF
