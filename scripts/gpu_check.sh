@@ -23,8 +23,9 @@
 #
 # The machine may have another Python and torch than ours and no package index: the script uses
 # the first `python3` on PATH (or $PYTHON), installs metalearn with `pip install --no-deps -e .`
-# only when it does not import, and a peer that is not installed is reported as skipped by the
-# benchmark itself. Data: $METALEARN_DATA (Omniglot and MNIST); a step whose data is missing fails
+# only when it does not import (or, where pip cannot, puts the checkout on PYTHONPATH), and a
+# peer that is not installed is reported as skipped by the benchmark itself. metalearn's own
+# dependencies (setup.cfg) must be in that Python; the script says so when they are not. Data: $METALEARN_DATA (Omniglot and MNIST); a step whose data is missing fails
 # alone, with the benchmark's message in its log.
 set -uo pipefail
 
@@ -49,6 +50,7 @@ done
 case "$BUDGET" in full|tiny) ;; *) echo "gpu_check: --budget is full or tiny, not '$BUDGET'" >&2; exit 2 ;; esac
 case "$DEVICE" in cuda|cpu) ;; *) echo "gpu_check: --device is cuda or cpu, not '$DEVICE'" >&2; exit 2 ;; esac
 
+case "$PY" in */*) [ -d "$(dirname "$PY")" ] && PY="$(cd "$(dirname "$PY")" && pwd)/$(basename "$PY")" ;; esac  # before any cd
 mkdir -p "$OUT" "$LOGS"
 OUT="$(cd "$OUT" && pwd)"
 LOGS="$(cd "$LOGS" && pwd)"
@@ -62,10 +64,19 @@ if ! GPUS="$("$PY" -c 'import torch; print(torch.cuda.device_count())' 2>/dev/nu
   echo "gpu_check: '$PY' cannot import torch; set PYTHON to a Python with torch installed" >&2
   exit 1
 fi
-if ! "$PY" -c 'import metalearn' 2>/dev/null; then
-  log "metalearn does not import: pip install --no-deps -e ."
-  "$PY" -m pip install --quiet --no-deps -e . \
-    || { echo "gpu_check: could not install metalearn with '$PY -m pip install --no-deps -e .'" >&2; exit 1; }
+# imported from outside the checkout, as the benchmarks (run from benchmarks/) import it
+imports() { (cd / && "$PY" -c "import $1" 2>/dev/null); }
+if ! imports metalearn; then
+  log "metalearn does not import: pip install --no-deps --no-build-isolation -e ."
+  if ! "$PY" -m pip install --quiet --no-deps --no-build-isolation -e . > "$LOGS/pip_install.log" 2>&1; then
+    log "pip could not install it ($LOGS/pip_install.log): using PYTHONPATH=$REPO instead"
+    export PYTHONPATH="$REPO${PYTHONPATH:+:$PYTHONPATH}"
+  fi
+fi
+if ! missing="$(cd / && "$PY" -c 'import metalearn.cli, metalearn.learners' 2>&1)"; then
+  echo "gpu_check: metalearn does not import with '$PY': $(echo "$missing" | tail -n 1)." >&2
+  echo "gpu_check: its dependencies (setup.cfg's install_requires) must be installed in that Python" >&2
+  exit 1
 fi
 if [ "$DEVICE" = cuda ] && [ "$GPUS" -lt 1 ]; then
   echo "gpu_check: torch.cuda.device_count() is 0 for '$PY'; use --device cpu for a dry run" >&2
@@ -146,19 +157,19 @@ if [ ${#OPS_COMPILED[@]} -gt 0 ]; then
 else
   skip maml_ops_compiled "torch.compile takes minutes on a CPU; --budget full runs it"
 fi
-if "$PY" -c 'import avalanche' 2>/dev/null && [ "$D" = cpu ]; then
+if imports avalanche && [ "$D" = cpu ]; then
   AVALANCHE=()
 else
   AVALANCHE=(--without-avalanche)
   log "plasticity_speed: ours against the floor only (Avalanche is not installed, or its peer script runs on the CPU only)"
 fi
 step plasticity_speed "${LIMIT[6]}" "$OUT/plasticity_speed_$D.json" \
-  "$PY" benchmarks/plasticity_speed.py --device "$D" "${PLASTICITY[@]}" "${AVALANCHE[@]}" \
+  "$PY" benchmarks/plasticity_speed.py --device "$D" "${PLASTICITY[@]}" ${AVALANCHE[@]+"${AVALANCHE[@]}"} \
   --runs "$LOGS/runs" --out "$OUT/plasticity_speed_$D.json"
 
 if [ "$D" != cuda ] || [ "$GPUS" -lt 2 ]; then
   skip nccl_2proc "needs 2 GPUs, found $GPUS on --device $D"
-elif ! "$PY" -c 'import metalearn.distributed' 2>/dev/null; then
+elif ! imports metalearn.distributed; then
   skip nccl_2proc "metalearn.distributed does not exist in this checkout yet"
 else
   step nccl_2proc "${LIMIT[7]}" "" \
