@@ -18,6 +18,11 @@ compiles. For each path the profiler's events give:
   (``cuda_kernel_launches``: the runtime's launch calls).
 
 Counts do not depend on the machine's speed or load, so they may be measured beside other work.
+On the CPU (torch 2.14.1, benchmarks/results/maml_ops_cpu.json) one meta-iteration launches
+21,203 kernel operators in our loop (21,025 in a plain autograd loop, 21,601 in higher), 814 with
+vmap (26x fewer) and 124 compiled (50 of them fused kernels; 171x fewer): on a GPU, where each
+launch costs microseconds whatever its size, the loop is launch-bound and the batched paths are
+what can keep it busy.
 torch.compile (``ours-compiled``) compiles for minutes on a CPU; a path that fails is reported
 with its error.
 
