@@ -86,7 +86,7 @@ fi
 # The settings of each budget. full is sized for an H100: each step has a time limit, and the
 # limits add up to 8 minutes, so a slow or hung step costs its own figure only. torch.compile has
 # steps of its own: a cold compile that runs long loses the compiled rows, not the others. tiny
-# is for CI: the same steps on a meta-batch of one or two episodes, one thread per process.
+# is for CI: the same steps but torch.compile's, on one or two episodes, one thread per process.
 if [ "$BUDGET" = full ]; then
   SPEED=(--iterations 10 --warmup 2 --implementations ours-loop ours-vmap autograd higher learn2learn torchopt)
   COMPILED=(--iterations 10 --warmup 2 --implementations ours-loop ours-compiled)
