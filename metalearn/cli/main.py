@@ -4,11 +4,16 @@ and ``metalearn list``."""
 from __future__ import annotations
 
 import argparse
+import os
 import sys
 from pathlib import Path
 from typing import Sequence
 
 import yaml
+from torch.distributed.elastic.multiprocessing.api import SignalException
+from torch.distributed.elastic.multiprocessing.errors import ChildFailedError
+from torch.distributed.run import get_args_parser
+from torch.distributed.run import run as launch
 
 from metalearn import distributed
 from metalearn.cli.config import ConfigError, load_config, validate_config
@@ -37,6 +42,9 @@ def main(argv: Sequence[str] | None = None) -> int:
                             "under output_dir/<benchmark>/)")
     run_parser.add_argument("--resume", type=Path, metavar="RUN_DIR",
                             help="continue a stopped run from its last checkpoint")
+    run_parser.add_argument("--nproc", type=int, default=1, metavar="N",
+                            help="share the run out over N processes on this machine, started as "
+                            "torchrun --standalone --nproc-per-node N would (docs/distributed.md)")
 
     evaluate_parser = commands.add_parser(
         "evaluate", help="test a run's trained learner again, on its benchmark or another")
@@ -55,6 +63,10 @@ def main(argv: Sequence[str] | None = None) -> int:
         print(_listing())
         return 0
     args.overrides += extra
+    if args.command == "run" and args.nproc != 1 and "WORLD_SIZE" not in os.environ:
+        if args.nproc < 1:
+            parser.error(f"--nproc must be at least 1, got {args.nproc}")
+        return _launch(args.nproc, list(sys.argv[1:] if argv is None else argv))
     try:
         if args.command == "evaluate":
             print(_evaluation_report(evaluate(args.run_dir, args.overrides)))
@@ -95,6 +107,21 @@ def main(argv: Sequence[str] | None = None) -> int:
     return 0
 
 
+def _launch(processes: int, argv: list[str]) -> int:
+    """This command again in ``processes`` processes, started by torch.distributed's launcher
+    (which passes SIGINT and SIGTERM on to them); 1 if any of them failed (each says why)."""
+    options = get_args_parser().parse_args(
+        ["--standalone", f"--nproc-per-node={processes}", "-m", "metalearn"])
+    options.training_script_args = argv  # as given: each process ignores --nproc
+    try:
+        launch(options)
+    except ChildFailedError:
+        return 1
+    except SignalException as signal:
+        return 128 + signal.sigval
+    return 0
+
+
 def _checkpoint(run_dir: Path) -> str:
     return "the last checkpoint" if (run_dir / "checkpoint.pt").is_file() else \
         "no checkpoint (no task was completed yet)"
@@ -103,8 +130,9 @@ def _checkpoint(run_dir: Path) -> str:
 def _resume_command(run_dir: Path) -> str:
     """How to continue ``run_dir``: with as many processes as it ran with."""
     processes = distributed.world_size()
-    launcher = f"torchrun --nproc-per-node {processes} -m metalearn" if processes > 1 else "metalearn"
-    return f"{launcher} run --resume {run_dir}"
+    if processes > int(os.environ.get("LOCAL_WORLD_SIZE", processes)):  # on several machines
+        return f"the torchrun commands that started it, with run --resume {run_dir}"
+    return f"metalearn run --resume {run_dir}" + (f" --nproc {processes}" if processes > 1 else "")
 
 
 def _process() -> str:

@@ -168,7 +168,7 @@ def resume_state(config: RunConfig, run_dir: Path) -> dict[str, Any] | None:
             "sums across processes would be added in another order, so the rest of the run would "
             f"not be the run it started as. Resume it with {saved} process(es)"
             + (" (metalearn run --resume, without torchrun)" if saved == 1 else
-               f" (torchrun --nproc-per-node {saved} -m metalearn run --resume {run_dir})"))
+               f" (metalearn run --resume {run_dir} --nproc {saved}, or torchrun)"))
     return state
 
 

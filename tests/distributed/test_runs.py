@@ -1,6 +1,7 @@
-"""Whole runs over two processes started by torchrun (CPU, gloo): the few-shot accuracy of a
-short Omniglot run equals one process's, a killed process stops the run with one clear line
-and the last checkpoint resumes (with as many processes only), and learners that cannot run
+"""Whole runs over two processes started by torchrun or ``metalearn run --nproc 2`` (CPU,
+gloo): the few-shot accuracy of a short Omniglot run equals one process's, a killed process
+stops the run with one clear line and the last checkpoint resumes (with as many processes
+only), SIGTERM stops both processes at the same step, and learners that cannot run
 distributed are refused before training."""
 
 from __future__ import annotations
@@ -59,7 +60,9 @@ def omniglot_config(tmp_path: Path, data_root: Path, **protocol) -> Path:
 
 def test_two_processes_give_the_few_shot_accuracy_of_one(tmp_path, data_root):
     config = omniglot_config(tmp_path, data_root)
-    two = torchrun("run", str(config), "--run-dir", str(tmp_path / "two"))
+    two = subprocess.Popen(  # metalearn's own --nproc: torch.distributed's launcher
+        [sys.executable, "-m", "metalearn", "run", str(config), "--run-dir", str(tmp_path / "two"),
+         "--nproc", "2"], stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
     one = run(load_config(config), run_dir=tmp_path / "one")
     returncode, stderr = finished(two)
     assert returncode == 0, stderr[-3000:]
@@ -104,8 +107,8 @@ def test_a_killed_process_stops_the_run_with_one_clear_line_and_the_checkpoint_r
     lost = [line for line in stderr.splitlines() if line.startswith("[rank 0] error:")]
     assert len(lost) == 1, stderr[-3000:]
     assert "process 0 of 2 lost contact with the other processes of the run" in lost[0]
-    assert f"The last checkpoint is in {run_dir}; continue with: torchrun --nproc-per-node 2 " \
-           f"-m metalearn run --resume {run_dir}" in lost[0]
+    assert f"The last checkpoint is in {run_dir}; continue with: metalearn run --resume " \
+           f"{run_dir} --nproc 2" in lost[0]
     state = load_checkpoint(run_dir / "checkpoint.pt")
     assert state["processes"] == 2 and 0 < state["task_step"] < 400
 
@@ -128,3 +131,22 @@ def test_learners_that_cannot_run_distributed_are_refused_before_training(tmp_pa
         check_distributed(reptile, reptile.Options(), 2)
     check_distributed(reptile, reptile.Options(inner_state="fresh"), 2)
     check_distributed(reptile, reptile.Options(), 1)
+
+
+def test_sigterm_stops_every_process_at_the_same_step(tmp_path, data_root):
+    config = omniglot_config(tmp_path, data_root, steps_per_task=400)
+    run_dir = tmp_path / "run"
+    launcher = subprocess.Popen(
+        [sys.executable, "-m", "metalearn", "run", str(config), "--run-dir", str(run_dir),
+         "--nproc", "2"], stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    deadline = time.monotonic() + 90
+    while not (run_dir / "checkpoint.pt").is_file() and time.monotonic() < deadline:
+        time.sleep(0.1)
+    launcher.send_signal(signal.SIGTERM)  # torch's launcher passes it on to both processes
+    returncode, stderr = finished(launcher)
+    assert returncode == 128 + signal.SIGTERM, stderr[-3000:]
+    stopped = [line for line in stderr.splitlines() if line.startswith("stopped by SIGTERM")]
+    assert len(stopped) == 1, stderr[-3000:]  # rank 0's line; the other stopped with it
+    assert "lost contact" not in stderr
+    assert f"continue with: metalearn run --resume {run_dir} --nproc 2" in stopped[0]
+    assert 0 < load_checkpoint(run_dir / "checkpoint.pt")["task_step"] < 400
