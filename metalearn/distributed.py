@@ -14,6 +14,7 @@ says how to launch runs and what each learner supports.
 from __future__ import annotations
 
 import os
+import re
 from datetime import timedelta
 from typing import Callable, Sequence, TypeVar
 
@@ -90,8 +91,15 @@ def _collective(operation: Callable[..., object], *args: object) -> None:
     try:
         operation(*args)
     except RuntimeError as error:  # gloo and NCCL raise DistError or plain RuntimeError
-        raise ProcessLost(str(error).strip().splitlines()[0] if str(error).strip()
-                          else type(error).__name__) from error
+        raise ProcessLost(_reason(error)) from error
+
+
+def _reason(error: RuntimeError) -> str:
+    """The first sentence of a backend's error, without its source location: ``[pair.cc:561]
+    Connection closed by peer [127.0.0.1]:7347. This is typically...`` gives ``Connection
+    closed by peer [127.0.0.1]:7347``."""
+    text = str(error).strip().splitlines()[0] if str(error).strip() else type(error).__name__
+    return re.sub(r"^\[[^\]]*\]\s*", "", text).split(". ")[0]
 
 
 def _all_gather(tensor: torch.Tensor) -> list[torch.Tensor]:
