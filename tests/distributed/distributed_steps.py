@@ -19,6 +19,7 @@ STEPS = 3
 OPTIONS = {
     "maml": {"inner_steps": 2, "batching": "loop"},
     "meta_sgd": {"inner_steps": 2, "batching": "loop"},
+    "meta_lstm": {"inner_steps": 2, "hidden": 4, "grad_clip": 0.01, "batching": "loop"},
     "reptile": {"inner_steps": 3, "inner_batch_size": 2, "inner_state": "fresh",
                 "train_shots": 4, "batching": "loop"},
 }

@@ -1,6 +1,7 @@
-"""MAML, Meta-SGD and Reptile (fresh inner state) over two processes (gloo, started by
-torchrun): three training steps give the parameters, optimizer state and logged values of one
-process, in float64 to 1e-12, each process adapting to its own share of the episodes."""
+"""MAML, Meta-SGD, meta-LSTM (its summed meta-gradient clipped) and Reptile (fresh inner
+state) over two processes (gloo, started by torchrun): three training steps give the
+parameters, optimizer state and logged values of one process, in float64 to 1e-12, each
+process adapting to its own share of the episodes."""
 
 from __future__ import annotations
 
@@ -43,7 +44,7 @@ def assert_close(actual, expected, path=""):
         assert actual == expected, path
 
 
-@pytest.mark.parametrize("name", ["maml", "meta_sgd", "reptile"])
+@pytest.mark.parametrize("name", ["maml", "meta_sgd", "meta_lstm", "reptile"])
 def test_two_processes_take_the_steps_of_one(name, tmp_path):
     out = tmp_path / "state.pt"
     finished = torchrun(str(STEPS_SCRIPT), name, str(out))
