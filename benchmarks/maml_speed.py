@@ -21,10 +21,19 @@ agreeing or not): on CUDA the allocator's peak; on a Linux CPU the resident set'
 lets cuDNN convolutions use TF32 by default; docs/precision.md), ``--tf32 on`` allows TF32 for
 both; the float64 agreement is unaffected either way, the float32 errors are what change.
 ``ours-compiled`` is the vmap path with the meta-batch's loss compiled by torch.compile (its
-first iteration compiles, minutes on a CPU).
+first iteration compiles, minutes on a CPU). ``ours-processes`` (CPU only) is MAML's distributed
+meta-gradient over ``--processes`` processes (default 2) with one intra-op thread each, joined by
+gloo: each differentiates its share of the meta-batch and the shares' gradients are summed in
+rank order (metalearn.distributed), the multi-core alternative to ``ours-threads``. Its processes
+are started once, by torch.multiprocessing, and take their turn like the others: this process
+sends each of them the command, they meet at a barrier before and after the step, and their
+rank 0 returns the wall time of the whole step between the two barriers; its peak memory is
+rank 0's alone.
 
     python benchmarks/maml_speed.py --iterations 20            # CPU or GPU, whichever is there
     python benchmarks/maml_speed.py --device cpu --threads 2 --iterations 5
+    python benchmarks/maml_speed.py --device cpu --threads 2 --iterations 20 \
+        --implementations ours-threads ours-processes ours-loop learn2learn higher
     python benchmarks/maml_speed.py --implementations ours-vmap ours-loop --iterations 0 \
         --n-way 20 --meta-batch 16 --inner-steps 5          # memory only
     python benchmarks/maml_speed.py --tf32 off --out benchmarks/results/maml_speed_cuda_tf32_off.json
@@ -39,14 +48,18 @@ import dataclasses
 import functools
 import json
 import platform
+import queue
 import shlex
 import statistics
 import sys
+import tempfile
 import time
 from pathlib import Path
 from typing import Callable
 
 import torch
+import torch.distributed as dist
+import torch.multiprocessing as mp
 import torch.nn.functional as F
 from torch import nn
 from torch.utils.flop_counter import FlopCounterMode
@@ -61,6 +74,7 @@ INNER_LR, OUTER_LR = 0.4, 1e-3
 AGREEMENT = 1e-10  # largest error of a float64 meta-gradient, relative to its norm
 
 MetaStep = Callable[[EpisodeBatch], None]  # accumulates one meta-batch's meta-gradient into .grad
+Iteration = Callable[[int], float]  # one whole meta-iteration on meta-batch k; its seconds
 
 
 def ours(model: nn.Module, steps: int, batching: str, device: torch.device) -> MetaStep:
@@ -234,33 +248,106 @@ def relative_error(gradient: list[torch.Tensor], reference: list[torch.Tensor]) 
     return max(float((g - r).norm() / scale) for g, r in zip(gradient, reference))
 
 
-def time_interleaved(implementations: dict[str, tuple[MetaStep, nn.Module]],
-                     batches: list[EpisodeBatch], warmup: int, iterations: int,
-                     device: torch.device) -> dict[str, dict[str, float]]:
-    """Whole meta-iterations (zero_grad, meta-gradient, fused Adam step) per second, median over
-    ``iterations``. The implementations take turns, one iteration each in a rotating order, so a
-    machine that speeds up or slows down during the run affects them all alike."""
-    optimizers = {name: adam(model.parameters(), OUTER_LR) for name, (_, model) in implementations.items()}
+def timed_iteration(meta_step: MetaStep, model: nn.Module, batches: list[EpisodeBatch],
+                    finish: Callable[[], None]) -> Iteration:
+    """A whole meta-iteration (zero_grad, meta-gradient, fused Adam step) on meta-batch k, timed
+    until ``finish()`` returns (the GPU's queue drained, or every process done)."""
+    optimizer = adam(model.parameters(), OUTER_LR)
 
-    def iteration(name: str, k: int) -> float:
+    def iteration(k: int) -> float:
         start = time.perf_counter()
-        optimizers[name].zero_grad()
-        implementations[name][0](batches[k % len(batches)])
-        optimizers[name].step()
-        synchronize(device)
+        optimizer.zero_grad()
+        meta_step(batches[k % len(batches)])
+        optimizer.step()
+        finish()
         return time.perf_counter() - start
 
+    return iteration
+
+
+def time_interleaved(implementations: dict[str, Iteration], warmup: int,
+                     iterations: int) -> dict[str, dict[str, float]]:
+    """Meta-iterations per second, median over ``iterations``. The implementations take turns,
+    one iteration each in a rotating order, so a machine that speeds up or slows down during the
+    run affects them all alike."""
     names = list(implementations)
     for k in range(warmup):
         for name in names:
-            iteration(name, k)
+            implementations[name](k)
     seconds: dict[str, list[float]] = {name: [] for name in names}
     for k in range(iterations):
         for name in names[k % len(names):] + names[:k % len(names)]:
-            seconds[name].append(iteration(name, k))
+            seconds[name].append(implementations[name](k))
     medians = {name: statistics.median(values) for name, values in seconds.items()}
     return {name: {"s_per_iteration": round(median, 4), "iterations_per_s": round(1 / median, 3)}
             for name, median in medians.items()}
+
+
+class Processes:
+    """``ours-processes``: MAML's distributed meta-gradient over ``count`` processes started by
+    torch.multiprocessing, one intra-op thread each, joined by gloo. This process (which runs the
+    single-process implementations, outside any process group, so that they stay unsharded) only
+    hands every process each command and reads rank 0's answer."""
+
+    def __init__(self, count: int, initial: nn.Module, batches: list[EpisodeBatch], steps: int) -> None:
+        context = mp.get_context("spawn")
+        self.commands = [context.SimpleQueue() for _ in range(count)]
+        self.answers = context.Queue()
+        self.folder = tempfile.TemporaryDirectory()  # the processes' rendezvous: a FileStore
+        self.processes = mp.spawn(  # daemons: they end with this process, even if it fails
+            process_main, (count, f"file://{self.folder.name}/store", initial, batches, steps,
+                           self.commands, self.answers), nprocs=count, join=False, daemon=True)
+
+    def ask(self, *command: object) -> object:
+        """Every process runs ``command``; rank 0's answer. A process that fails raises here
+        with its traceback (the others are stopped)."""
+        for commands in self.commands:
+            commands.put(command)
+        while True:
+            try:
+                return self.answers.get(timeout=1)
+            except queue.Empty:
+                if self.processes.join(timeout=0):  # raises if one of them failed
+                    raise RuntimeError("the processes of ours-processes ended without answering")
+
+    def first_meta_gradient(self, float64: bool) -> tuple[list[torch.Tensor], int | None]:
+        """The first meta-batch's meta-gradient summed over the processes, and rank 0's peak
+        memory meanwhile; in float64 on a fresh float64 copy of the initial weights."""
+        return self.ask("first", float64)
+
+    def iteration(self, k: int) -> float:
+        return self.ask("iteration", k)
+
+    def close(self) -> None:
+        for commands in self.commands:
+            commands.put(None)
+        self.processes.join()
+        self.folder.cleanup()
+
+
+def process_main(rank: int, count: int, store: str, initial: nn.Module, batches: list[EpisodeBatch],
+                 steps: int, commands: list, answers: mp.Queue) -> None:
+    """One process of ``ours-processes``: our MAML (the loop, one thread) on its shard of each
+    meta-batch, until it gets None."""
+    torch.set_num_threads(1)
+    dist.init_process_group("gloo", init_method=store, rank=rank, world_size=count)
+    device = torch.device("cpu")
+    model = copy.deepcopy(initial)
+    meta_step = ours(model, steps, "loop", device)
+    iteration = timed_iteration(meta_step, model, batches, dist.barrier)
+    while (command := commands[rank].get()) is not None:
+        kind, argument = command
+        if kind == "first":
+            copied = copy.deepcopy(initial).double() if argument else model
+            step = ours(copied, steps, "loop", device) if argument else meta_step
+            batch = as_float64(batches[0]) if argument else batches[0]
+            answer = peak_memory_mib(device, lambda: meta_gradient(step, copied, batch))
+        else:
+            dist.barrier()  # the step's time starts when every process is ready
+            answer = iteration(argument)
+        if rank == 0:
+            answers.put(answer)
+    dist.destroy_process_group()
 
 
 def flops_per_iteration(meta_step: MetaStep, model: nn.Module, batch: EpisodeBatch) -> int:
@@ -302,8 +389,10 @@ def main() -> None:
     parser.add_argument("--implementations", nargs="+",
                         default=["ours-threads", "ours-loop", "ours-vmap", "autograd", "learn2learn",
                                  "higher", "torchopt"],
-                        help="ours-threads, ours-loop, ours-vmap, ours-compiled, autograd, "
-                             "learn2learn, higher, torchopt")
+                        help="ours-threads, ours-processes, ours-loop, ours-vmap, ours-compiled, "
+                             "autograd, learn2learn, higher, torchopt")
+    parser.add_argument("--processes", type=int, default=2,
+                        help="processes of ours-processes, one thread each (default 2)")
     parser.add_argument("--matmul-size", type=int, default=4096,
                         help="side of the matrices that measure the peak rate (smaller: a quicker, lower peak)")
     parser.add_argument("--tf32", choices=["default", "on", "off"], default="default",
@@ -339,17 +428,33 @@ def main() -> None:
     peak = matmul_peak_gflops(device, args.matmul_size)
 
     rows, timed = {}, {}
+    processes = None
     for name in args.implementations:
-        model = copy.deepcopy(initial)
-        try:
-            meta_step = build(name, model, args.inner_steps, device)
-        except ImportError as error:
-            rows[name] = {"skipped": f"not installed: {error}"}
-            continue
+        if name == "ours-processes":
+            if device.type != "cpu":
+                rows[name] = {"skipped": "CPU only: its processes share one machine's cores over gloo"}
+                continue
+        else:
+            model = copy.deepcopy(initial)
+            try:
+                meta_step = build(name, model, args.inner_steps, device)
+            except ImportError as error:
+                rows[name] = {"skipped": f"not installed: {error}"}
+                continue
         try:  # a failure (torch.compile's, say) is this implementation's row, not the run's end
-            gradient, memory = peak_memory_mib(device, lambda: meta_gradient(meta_step, model, batches[0]))
-            error = relative_error(first_meta_gradient64(name), reference)
+            if name == "ours-processes":
+                processes = Processes(args.processes, initial, batches, args.inner_steps)
+                gradient, memory = processes.first_meta_gradient(float64=False)
+                error = relative_error(processes.first_meta_gradient(float64=True)[0], reference)
+                iteration = processes.iteration
+            else:
+                gradient, memory = peak_memory_mib(
+                    device, lambda: meta_gradient(meta_step, model, batches[0]))
+                error = relative_error(first_meta_gradient64(name), reference)
+                iteration = timed_iteration(meta_step, model, batches, lambda: synchronize(device))
         except Exception as failure:
+            if name == "ours-processes":
+                processes = None  # stopped already, or ended with this process (daemons)
             rows[name] = {"skipped": f"failed: {type(failure).__name__}: {failure}"[:2000]}
             print(name, rows[name], flush=True)
             continue
@@ -358,13 +463,14 @@ def main() -> None:
         if error > AGREEMENT:
             rows[name]["skipped"] = f"float64 meta-gradient differs from ours by {error:.2e}"
             continue
-        timed[name] = (meta_step, model)
+        timed[name] = iteration
         print(name, rows[name], flush=True)
 
     if args.iterations:
-        for name, timing in time_interleaved(timed, batches, args.warmup, args.iterations,
-                                             device).items():
+        for name, timing in time_interleaved(timed, args.warmup, args.iterations).items():
             rows[name].update(timing, achieved_gflops=round(flops / 1e9 * timing["iterations_per_s"], 1))
+    if processes is not None:
+        processes.close()
 
     baseline = rows.get("learn2learn", {}).get("iterations_per_s")
     for row in rows.values():
@@ -375,6 +481,7 @@ def main() -> None:
         "device": str(device),
         "device_name": torch.cuda.get_device_name(device) if device.type == "cuda" else cpu_name(),
         "torch": torch.__version__, "threads": torch.get_num_threads(), "tf32": tf32,
+        **({"processes": args.processes} if "ours-processes" in args.implementations else {}),
         "setup": {"n_way": args.n_way, "k_shot": 1, "q_query": 15, "meta_batch": args.meta_batch,
                   "inner_steps": args.inner_steps, "inner_lr": INNER_LR, "model": "conv4 (64 filters)"},
         "gflop_per_iteration": round(flops / 1e9, 2),

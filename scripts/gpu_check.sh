@@ -18,8 +18,8 @@
 #   maml_speed_20way      20-way 1-shot, meta-batch 16, 5 inner steps
 #   maml_ops(_compiled)   operators and kernel launches per meta-iteration, per path
 #   plasticity_speed      EWC and SI whole Split MNIST runs against their FLOP floor
-#   nccl_2proc            `torchrun --nproc-per-node 2 -m metalearn run` on 2 GPUs (skipped with a
-#                         note with fewer than 2 GPUs or without metalearn.distributed)
+#   nccl_2proc            `metalearn run --nproc 2` (torchrun's launcher) of MAML on 2 GPUs over
+#                         NCCL, 20 steps (skipped with a note with fewer than 2 GPUs)
 #
 # The machine may have another Python and torch than ours and no package index: the script uses
 # the first `python3` on PATH (or $PYTHON), installs metalearn with `pip install --no-deps -e .`
@@ -99,7 +99,7 @@ if [ "$BUDGET" = full ]; then
 else
   export OMP_NUM_THREADS=1  # a shared 2-core CI runner: no oversubscribed OpenMP spinning
   TINY=(--threads 1 --iterations 1 --warmup 0 --meta-batch 2 --matmul-size 256)
-  SPEED=("${TINY[@]}" --implementations ours-loop ours-vmap autograd)
+  SPEED=("${TINY[@]}" --implementations ours-loop ours-vmap autograd ours-processes)  # processes: CPU only
   COMPILED=()  # minutes of compiling on a CPU: not in CI
   TF32_OFF=("${TINY[@]}" --tf32 off --implementations ours-loop)
   WAY20=(--threads 1 --iterations 0 --meta-batch 1 --matmul-size 256 --implementations ours-loop)
@@ -169,13 +169,15 @@ step plasticity_speed "${LIMIT[6]}" "$OUT/plasticity_speed_$D.json" \
 
 if [ "$D" != cuda ] || [ "$GPUS" -lt 2 ]; then
   skip nccl_2proc "needs 2 GPUs, found $GPUS on --device $D"
-elif ! imports metalearn.distributed; then
-  skip nccl_2proc "metalearn.distributed does not exist in this checkout yet"
 else
-  step nccl_2proc "${LIMIT[7]}" "" \
-    "$PY" -m torch.distributed.run --standalone --nproc-per-node 2 -m metalearn run \
-    benchmarks/omniglot/maml.yaml device=cuda protocol.steps_per_task=20 protocol.eval_episodes=32 \
-    "output_dir=$LOGS/runs_nccl" wandb.mode=disabled
+  # metalearn run --nproc 2 starts the run as torchrun --standalone --nproc-per-node 2 would:
+  # process r on cuda:r, NCCL between them; 16 evaluation episodes per batch give each a share
+  NCCL_RUN="$LOGS/nccl_2proc_run"
+  rm -rf "$NCCL_RUN"  # a run folder is claimed once: a second check starts a new run
+  step nccl_2proc "${LIMIT[7]}" "$NCCL_RUN/results.json" \
+    "$PY" -m metalearn run benchmarks/omniglot/maml.yaml --nproc 2 --device cuda --wandb disabled \
+    --run-dir "$NCCL_RUN" protocol.steps_per_task=20 protocol.eval_episodes=32 \
+    protocol.eval_meta_batch_size=16
 fi
 
 "$PY" - "$STEPS_JSON" "$OUT/gpu_check_$D.json" "$D" "$BUDGET" "$GPUS" "$((SECONDS - START))" <<'EOF'

@@ -37,6 +37,7 @@ def test_tiny_budget_writes_every_figure_it_names(tmp_path, data_root):
     for name in ("maml_speed", "maml_speed_tf32_off", "maml_speed_20way"):
         rows = outputs[name]["results"]
         assert all(row["float64_error"] <= 1e-10 for row in rows.values()), rows
+    assert outputs["maml_speed"]["results"]["ours-processes"]["iterations_per_s"] > 0  # 2 gloo processes
     assert outputs["maml_speed_tf32_off"]["tf32"] == {"cudnn_conv": "ieee", "cuda_matmul": "ieee"}
     ops = outputs["maml_ops"]["results"]
     assert 0 < ops["ours-vmap"]["kernel_ops"] < ops["ours-loop"]["kernel_ops"]
