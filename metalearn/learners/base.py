@@ -19,6 +19,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from metalearn.distributed import shard, sum_gradients, world_size
 from metalearn.tasks import Batch, EpisodeBatch, Scenario, Stream
 
 CLASSIFICATION = "classification"
@@ -125,9 +126,45 @@ def adam(parameters: Iterable[torch.Tensor], lr: float,
     return torch.optim.Adam(parameters, lr=lr, betas=betas, fused=True)
 
 
-def masked_cross_entropy(logits: torch.Tensor, batch: Batch) -> torch.Tensor:
+def masked_cross_entropy(logits: torch.Tensor, batch: Batch, reduction: str = "mean") -> torch.Tensor:
     """Cross-entropy over each example's allowed outputs only (the scenario's label space)."""
-    return F.cross_entropy(logits.masked_fill(~batch.allowed, float("-inf")), batch.y)
+    return F.cross_entropy(logits.masked_fill(~batch.allowed, float("-inf")), batch.y,
+                           reduction=reduction)
+
+
+def batch_part(batch: Batch, part: slice) -> Batch:
+    """The examples ``part`` of a minibatch."""
+    return Batch(*(t[part] for t in (batch.x, batch.y, batch.allowed, batch.task_ids)))
+
+
+def minibatch_gradient(model: nn.Module, batch: Batch) -> torch.Tensor:
+    """Backpropagate the minibatch's mean masked cross-entropy into ``.grad``; return it.
+
+    Data-parallel over several processes: each takes its shard of the same minibatch and
+    backpropagates its shard's summed loss divided by the whole minibatch's size, and the
+    gradients and losses are summed in rank order, so every process holds the whole minibatch's
+    mean gradient, as one process would. What every process adds after this (a penalty's
+    gradient) is then counted once.
+    """
+    mine = batch_part(batch, shard(len(batch)))
+    loss = masked_cross_entropy(model(mine.x), mine, reduction="sum") / len(batch)
+    loss.backward()
+    return sum_gradients(list(model.parameters()), loss.detach())
+
+
+def check_data_parallel(model: nn.Module) -> None:
+    """Refuse, over several processes, a model whose training output depends on the rest of its
+    minibatch (batch normalisation) or on random draws (dropout): a shard of the minibatch
+    would then not train as its part of the whole does on one process."""
+    if world_size() == 1:
+        return
+    for name, module in model.named_modules():
+        if isinstance(module, (nn.modules.batchnorm._BatchNorm, nn.modules.dropout._DropoutNd)):
+            raise ValueError(
+                f"the model's {type(module).__name__} ({name}) makes each example's training "
+                "output depend on the rest of the minibatch or on random draws, so a run over "
+                f"{world_size()} processes, each with a shard of the minibatch, would not be the "
+                "run of one process: run it as one process, or use a model without it")
 
 
 def check_compatible(learner: type[Learner], stream: Stream, scenario: Scenario | None) -> None:

@@ -51,6 +51,7 @@ class DeepGenerativeReplay(FineTune):
 
     name = "dgr"
     Options = DGROptions
+    distributed = False  # its replay and VAE steps are not sharded (FineTune's are)
 
     def __init__(self, model: torch.nn.Module, options: DGROptions, context: LearnerContext) -> None:
         super().__init__(model, options, context)

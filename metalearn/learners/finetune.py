@@ -14,7 +14,8 @@ from metalearn.learners.base import (
     LearnerContext,
     LearnerOptions,
     adam,
-    masked_cross_entropy,
+    check_data_parallel,
+    minibatch_gradient,
 )
 from metalearn.learners.registry import register
 from metalearn.tasks import Batch
@@ -32,16 +33,17 @@ class FineTune(Learner):
     name = "finetune"
     task_kinds = frozenset({CLASSIFICATION})
     Options = FineTuneOptions
+    distributed = True  # data-parallel: a shard of each minibatch, gradients summed
 
     def __init__(self, model: torch.nn.Module, options: FineTuneOptions, context: LearnerContext) -> None:
         super().__init__(model, options, context)
+        check_data_parallel(self.model)
         self.optimizer = adam(self.model.parameters(), options.lr, options.betas)
 
     def train_step(self, batch: Batch) -> dict[str, torch.Tensor]:
         self.model.train()
-        loss = masked_cross_entropy(self.model(batch.x), batch)
         self.optimizer.zero_grad()
-        loss.backward()
+        loss = minibatch_gradient(self.model, batch)
         self.optimizer.step()
         return {"loss": loss.detach()}
 

@@ -26,7 +26,8 @@ import torch
 from torch import nn
 from torch.func import functional_call, grad, vmap
 
-from metalearn.learners.base import LearnerContext, masked_cross_entropy
+from metalearn.distributed import shard, sum_in_order, world_size
+from metalearn.learners.base import LearnerContext, batch_part, minibatch_gradient
 from metalearn.learners.finetune import FineTune, FineTuneOptions
 from metalearn.tasks import Batch
 
@@ -179,7 +180,13 @@ def mean_gradient_power(model: nn.Module, batches: Iterable[Batch], objective: O
                         target: Callable[[torch.Tensor, Batch], torch.Tensor], power: int,
                         parameters: Sequence[torch.Tensor]) -> list[torch.Tensor]:
     """``mean_n |d objective_n / d theta|^power`` over every example of ``batches``, the model
-    in eval mode: the importance of EWC (power 2, the Fisher's diagonal) and MAS (power 1)."""
+    in eval mode: the importance of EWC (power 2, the Fisher's diagonal) and MAS (power 1).
+
+    Over several processes each sums its shard of every chunk of examples and the sums are
+    added in rank order, so every process holds one process's mean. The targets are still drawn
+    for the whole chunk on each process, so a sampled target (EWC's sampled Fisher) takes the
+    same draws from its generator as on one process.
+    """
     total = [torch.zeros_like(p) for p in parameters]
     count = 0
     was_training = model.training
@@ -187,14 +194,19 @@ def mean_gradient_power(model: nn.Module, batches: Iterable[Batch], objective: O
     try:
         for batch in batches:
             for start in range(0, len(batch), PER_EXAMPLE_CHUNK):
-                chunk = Batch(*(t[start : start + PER_EXAMPLE_CHUNK] for t in
-                                (batch.x, batch.y, batch.allowed, batch.task_ids)))
-                torch._foreach_add_(total, summed_gradient_powers(model, objective, chunk, target,
-                                                                  power, parameters))
+                chunk = batch_part(batch, slice(start, start + PER_EXAMPLE_CHUNK))
+                mine, chunk_target = shard(len(chunk)), target
+                if world_size() > 1:
+                    with torch.no_grad():
+                        targets = target(model(chunk.x), chunk)[mine]
+                    chunk_target = lambda logits, batch: targets  # noqa: E731
+                if mine.stop > mine.start:
+                    torch._foreach_add_(total, summed_gradient_powers(
+                        model, objective, batch_part(chunk, mine), chunk_target, power, parameters))
                 count += len(chunk)
     finally:
         model.train(was_training)
-    return torch._foreach_div(total, max(count, 1))
+    return torch._foreach_div(sum_in_order(total), max(count, 1))
 
 
 class PlasticityOptions(FineTuneOptions):
@@ -220,14 +232,13 @@ class SelectivePlasticity(FineTune):
 
     def train_step(self, batch: Batch) -> dict[str, torch.Tensor]:
         self.model.train()
-        loss = masked_cross_entropy(self.model(batch.x), batch)
         self.optimizer.zero_grad()
-        loss.backward()
+        loss = minibatch_gradient(self.model, batch)  # summed across processes
         for p in self.parameters:  # unused by this loss, yet still pulled by the penalty
             if p.grad is None:
                 p.grad = torch.zeros_like(p)
-        values = {"loss": loss.detach()}
-        if self.penalty.terms:
+        values = {"loss": loss}
+        if self.penalty.terms:  # the same on every process: added once, after the sum
             values["penalty"] = self.penalty.add_gradient_(self.penalty_scale)
         self.optimizer_step()
         return values

@@ -25,6 +25,16 @@ def torchrun(*args: str, processes: int = 2, timeout: float = 120) -> subprocess
         capture_output=True, text=True, timeout=timeout)
 
 
+def steps_of_two_processes(name: str, tmp_path: Path) -> dict:
+    """What rank 0 of ``distributed_steps.py`` NAME over two processes saved."""
+    out = tmp_path / "state.pt"
+    finished = torchrun(str(STEPS_SCRIPT), name, str(out))
+    assert finished.returncode == 0, finished.stderr[-3000:]
+    two = torch.load(out, weights_only=True)
+    assert two["world_size"] == 2
+    return two
+
+
 def assert_close(actual, expected, path=""):
     """Nested states equal to 1e-12 (tensors) or exactly (other values)."""
     if isinstance(expected, torch.Tensor):
@@ -46,11 +56,7 @@ def assert_close(actual, expected, path=""):
 
 @pytest.mark.parametrize("name", ["maml", "meta_sgd", "meta_lstm", "reptile"])
 def test_two_processes_take_the_steps_of_one(name, tmp_path):
-    out = tmp_path / "state.pt"
-    finished = torchrun(str(STEPS_SCRIPT), name, str(out))
-    assert finished.returncode == 0, finished.stderr[-3000:]
-    two = torch.load(out, weights_only=True)
-    assert two["world_size"] == 2
+    two = steps_of_two_processes(name, tmp_path)
     state, logged, adapted = train(name)
     assert (adapted, two["adapted"]) == (META_BATCH * STEPS, 2 * STEPS), "rank 0 did not take its 2 of 5 episodes"
     assert_close(two["state"], state)

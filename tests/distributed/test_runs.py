@@ -120,9 +120,9 @@ def test_a_killed_process_stops_the_run_with_one_clear_line_and_the_checkpoint_r
 
 
 def test_learners_that_cannot_run_distributed_are_refused_before_training(tmp_path, tiny_config):
-    returncode, stderr = finished(torchrun("run", str(tiny_config()), "learner.name=ewc"))
+    returncode, stderr = finished(torchrun("run", str(tiny_config()), "learner.name=dgr"))
     assert returncode != 0
-    assert "[rank 0] error: learner 'ewc' cannot run over several processes yet (2 were " \
+    assert "[rank 0] error: learner 'dgr' cannot run over several processes yet (2 were " \
            "started): run it as one process (metalearn run, without torchrun)" in stderr
     assert not list((tmp_path / "runs").rglob("checkpoint.pt"))
 
