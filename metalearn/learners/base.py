@@ -158,13 +158,17 @@ def check_data_parallel(model: nn.Module) -> None:
     would then not train as its part of the whole does on one process."""
     if world_size() == 1:
         return
+    reasons = {nn.modules.batchnorm._BatchNorm: "normalises each example with the statistics "
+               "of the rest of its minibatch", nn.modules.dropout._DropoutNd: "draws its random "
+               "masks for the whole minibatch"}
     for name, module in model.named_modules():
-        if isinstance(module, (nn.modules.batchnorm._BatchNorm, nn.modules.dropout._DropoutNd)):
-            raise ValueError(
-                f"the model's {type(module).__name__} ({name}) makes each example's training "
-                "output depend on the rest of the minibatch or on random draws, so a run over "
-                f"{world_size()} processes, each with a shard of the minibatch, would not be the "
-                "run of one process: run it as one process, or use a model without it")
+        for kind, reason in reasons.items():
+            if isinstance(module, kind):
+                raise ValueError(
+                    f"the model's {type(module).__name__} ({name}) {reason} in training, so a "
+                    f"run over {world_size()} processes, each with a shard of the minibatch, "
+                    "would not be the run of one process: run it as one process, or use a "
+                    "model without it")
 
 
 def check_compatible(learner: type[Learner], stream: Stream, scenario: Scenario | None) -> None:

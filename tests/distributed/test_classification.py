@@ -55,6 +55,6 @@ def test_a_split_mnist_run_over_two_processes_has_the_accuracies_of_one(tmp_path
 def test_a_model_with_batch_statistics_is_refused_over_several_processes(monkeypatch):
     monkeypatch.setattr("metalearn.learners.base.world_size", lambda: 2)
     ewc = get_learner("ewc")
-    with pytest.raises(ValueError, match=r"the model's BatchNorm2d \(features.1\) makes each "
-                       "example's training output depend on the rest of the minibatch"):
+    with pytest.raises(ValueError, match=r"the model's BatchNorm2d \(features.1\) normalises each "
+                       "example with the statistics of the rest of its minibatch in training"):
         ewc(Conv4(5), ewc.Options(), LearnerContext(None, None, torch.device("cpu"), 0))
