@@ -259,8 +259,9 @@ class Protocol:
         """Accuracy on task j (and the 95% CI half-width for few-shot tasks).
 
         Over several processes each evaluates its consecutive share of the evaluation
-        meta-batches (whole ones: a learner may draw per position in a batch) and the
-        per-episode accuracies are gathered in order, so R and the CI are one process's.
+        (meta-)batches (whole ones: a learner may draw per position in a batch); the per-episode
+        accuracies are gathered in order and the correct counts added, so R and the CI are one
+        process's.
         """
         if self.stream.episodic:
             episodes, size = self._episodes(j), self.settings.eval_meta_batch_size
@@ -273,12 +274,15 @@ class Protocol:
                 torch.empty(0, device=self.learner.context.device)
             return few_shot_accuracy(distributed.gather_in_order(shared).cpu().numpy())
         correct = total = 0
-        task_id = j if self.scenario is Scenario.TASK else None
-        for batch in self.stream.ordered_batches(self.scenario, j, self.settings.eval_batch_size, seen):
+        task_id, size = (j if self.scenario is Scenario.TASK else None), self.settings.eval_batch_size
+        share = distributed.shard(-(-len(self.stream[j].test) // size))
+        batches = self.stream.ordered_batches(self.scenario, j, size, seen)
+        for batch in itertools.islice(batches, share.start, share.stop):
             logits = self.learner.predict(batch.x, task_id)
             predicted = logits.masked_fill(~batch.allowed, float("-inf")).argmax(1)
             correct += int((predicted == batch.y).sum())
             total += len(batch)
+        correct, total = distributed.sum_in_order([torch.tensor([correct, total])])[0].tolist()
         return correct / total, None
 
     def _episodes(self, j: int) -> EvaluationEpisodes:
