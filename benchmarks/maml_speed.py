@@ -1,4 +1,4 @@
-"""Meta-training iterations per second of second-order MAML: ours (threads, loop, vmap, compiled)
+"""Meta-training iterations per second of second-order MAML: ours (processes, loop, vmap, compiled)
 against a plain per-episode autograd loop, learn2learn's MAML wrapper, higher's innerloop_ctx and
 TorchOpt's MetaSGD.
 
@@ -24,7 +24,7 @@ both; the float64 agreement is unaffected either way, the float32 errors are wha
 first iteration compiles, minutes on a CPU). ``ours-processes`` (CPU only) is MAML's distributed
 meta-gradient over ``--processes`` processes (default 2) with one intra-op thread each, joined by
 gloo: each differentiates its share of the meta-batch and the shares' gradients are summed in
-rank order (metalearn.distributed), the multi-core alternative to ``ours-threads``. Its processes
+rank order (metalearn.distributed), how a run uses several CPU cores. Its processes
 are started once, by torch.multiprocessing, and take their turn like the others: this process
 sends each of them the command, they meet at a barrier before and after the step, and their
 rank 0 returns the wall time of the whole step between the two barriers; its peak memory is
@@ -33,7 +33,7 @@ rank 0's alone.
     python benchmarks/maml_speed.py --iterations 20            # CPU or GPU, whichever is there
     python benchmarks/maml_speed.py --device cpu --threads 2 --iterations 5
     python benchmarks/maml_speed.py --device cpu --threads 2 --iterations 20 \
-        --implementations ours-threads ours-processes ours-loop learn2learn higher
+        --implementations ours-processes ours-loop learn2learn higher
     python benchmarks/maml_speed.py --implementations ours-vmap ours-loop --iterations 0 \
         --n-way 20 --meta-batch 16 --inner-steps 5          # memory only
     python benchmarks/maml_speed.py --tf32 off --out benchmarks/results/maml_speed_cuda_tf32_off.json
@@ -387,9 +387,9 @@ def main() -> None:
     parser.add_argument("--n-way", type=int, default=5)
     parser.add_argument("--inner-steps", type=int, default=1)
     parser.add_argument("--implementations", nargs="+",
-                        default=["ours-threads", "ours-loop", "ours-vmap", "autograd", "learn2learn",
+                        default=["ours-processes", "ours-loop", "ours-vmap", "autograd", "learn2learn",
                                  "higher", "torchopt"],
-                        help="ours-threads, ours-processes, ours-loop, ours-vmap, ours-compiled, "
+                        help="ours-processes, ours-loop, ours-vmap, ours-compiled, "
                              "autograd, learn2learn, higher, torchopt")
     parser.add_argument("--processes", type=int, default=2,
                         help="processes of ours-processes, one thread each (default 2)")

@@ -6,9 +6,8 @@ so adapting to an episode (a few gradient steps on its support set, taken with
 ``vmap`` over episodes, and ordinary autograd differentiates through the adaptation: MAML's
 exact second-order meta-gradient with no patched modules (Finn et al. 2017; the torch.func
 MAML example). ``batching="loop"`` runs the same function once per episode, for models
-``vmap`` cannot handle; ``batching="threads"`` runs that loop on one thread per CPU core, each
-episode on one core, which uses a CPU's cores better than splitting each small convolution
-between them (``docs/fewshot/maml.md`` has the figures).
+``vmap`` cannot handle. Several CPU cores are used by several processes, each taking its
+share of the meta-batch (``metalearn run --nproc N``; ``docs/distributed.md``).
 
 BatchNorm: every forward pass normalises with the statistics of its own batch (support steps
 with the support set's, queries with the query set's), as in the reference MAML code; Conv4
@@ -20,10 +19,7 @@ non-transductive evaluation).
 
 from __future__ import annotations
 
-import copy
-import threading
-from concurrent.futures import ThreadPoolExecutor
-from typing import Any, Callable, Literal, TypeVar
+from typing import Any, Callable, Literal
 
 import torch
 import torch.nn.functional as F
@@ -32,22 +28,22 @@ from torch.func import functional_call, grad_and_value, vmap
 from torch.overrides import TorchFunctionMode
 
 Parameters = dict[str, torch.Tensor]
-Batching = Literal["auto", "vmap", "loop", "threads"]
-Result = TypeVar("Result")
+Batching = Literal["auto", "vmap", "loop"]
 
 
-def resolve_batching(batching: Batching, device: torch.device) -> Literal["vmap", "loop", "threads"]:
-    """``auto``: threads on a CPU with more than one intra-op thread, else the loop. vmap is
-    not chosen on any device until it is shown right and faster there:
+def resolve_batching(batching: Batching) -> Literal["vmap", "loop"]:
+    """``auto``: the loop, on every device; vmap is not chosen until it is shown right and
+    faster there:
 
-    - CPU: vmap ran at 0.44x learn2learn's speed, threads at 1.29x and the loop at 0.86x
-      (Conv4, Omniglot 5-way 1-shot, meta-batch 32, 2 threads; benchmarks/results/maml_speed_cpu.json);
+    - CPU: vmap ran at 0.44x learn2learn's speed and the loop at 0.86x (Conv4, Omniglot 5-way
+      1-shot, meta-batch 32, 2 threads; benchmarks/results/maml_speed_cpu.json). A multi-core
+      CPU is used by processes instead: 2 processes with one thread each ran at 1.53x
+      learn2learn in two runs, the loop at 0.97x and 0.94x (2 cores, 20 iterations;
+      benchmarks/results/maml_speed_cpu_processes.json and maml_speed_cpu_processes_repeat.json);
     - CUDA: vmap's first meta-gradient differed from the loop's by 4.4% on an H100 with torch
       2.11, where the loop agreed with ``higher`` to 7e-5 (benchmarks/results/maml_speed_cuda.json).
     """
-    if batching != "auto":
-        return batching
-    return "threads" if device.type == "cpu" and torch.get_num_threads() > 1 else "loop"
+    return "loop" if batching == "auto" else batching
 
 
 def check_batch_statistics(model: nn.Module) -> None:
@@ -106,13 +102,6 @@ def _sum(tensors: list[torch.Tensor | None]) -> torch.Tensor | None:
     return sum(present[1:], present[0]) if present else None
 
 
-def _one_intra_op_thread() -> None:
-    """A worker's set-up, before its first operation (a worker that ran a parallel operation
-    first slowed the main thread's later operations down about 2x)."""
-    torch.get_num_threads()  # PyTorch's lazy per-thread set-up, which would undo the next line
-    torch.set_num_threads(1)
-
-
 class FunctionalModel:
     """A module as pure functions of a parameter dict (logits, loss, gradient, SGD steps), and
     how to map a function over the episodes of a meta-batch."""
@@ -120,94 +109,34 @@ class FunctionalModel:
     def __init__(self, model: nn.Module, batching: Batching) -> None:
         check_batch_statistics(model)
         self.model = model
-        self.batching = resolve_batching(batching, next(model.parameters()).device)
-        self._worker = threading.local()  # a worker thread's replica of the module
-        self._pool, self._pool_size = None, 0
+        self.batching = resolve_batching(batching)
 
     def map_episodes(self, function: Callable[..., Any], *episodes: torch.Tensor) -> Any:
         """``function`` of one episode's tensors, over the leading (episode) dimension of
-        ``episodes``: one vmap, or a loop (on worker threads with ``threads``); outputs (tensors
-        in dicts and tuples) stacked along a new first dimension."""
+        ``episodes``: one vmap, or a loop; outputs (tensors in dicts and tuples) stacked along a
+        new first dimension."""
         if self.batching == "vmap":
             with BatchNormAsArithmetic():
                 return vmap(function)(*episodes)
-
-        def outputs(indices: range) -> list[Any]:
-            return [function(*(tensor[i] for tensor in episodes)) for i in indices]
-
-        parts = self._in_workers(outputs, len(episodes[0]))
-        return _combine([output for part in parts for output in part], torch.stack)
+        return _combine([function(*(tensor[i] for tensor in episodes))
+                         for i in range(len(episodes[0]))], torch.stack)
 
     def sum_episodes(self, function: Callable[..., Any], *episodes: torch.Tensor) -> Any:
         """The sum over episodes of ``function``'s outputs (tensors in dicts and tuples), one
-        episode at a time: each worker adds up its episodes in order and the workers' sums are
-        added in order, so the result is the same on every run with the same number of threads.
-        It never vmaps, so ``function`` may call autograd."""
-        def total(indices: range) -> Any:
-            result = None
-            for i in indices:
-                output = function(*(tensor[i] for tensor in episodes))
-                result = output if result is None else _combine([result, output], _sum)
-            return result
-
-        return _combine(self._in_workers(total, len(episodes[0])), _sum)
-
-    def _in_workers(self, work: Callable[[range], Result], count: int) -> list[Result]:
-        """``work`` on consecutive ranges of ``count`` episodes, in order: the whole range on
-        this thread (``loop``, or a call from a worker), else one range per intra-op thread,
-        each on a worker thread with one intra-op thread. Only grad mode is carried to the
-        workers (not autocast or other thread-local modes: use the loop under those)."""
-        threads = torch.get_num_threads()
-        workers = min(threads, count)
-        if self.batching != "threads" or workers < 2 or self._replica() is not None:
-            return [work(range(count))]
-        if self._pool_size < workers:
-            if self._pool is not None:
-                self._pool.shutdown(wait=False)
-            self._pool = ThreadPoolExecutor(workers, "episodes", initializer=_one_intra_op_thread)
-            self._pool_size = workers
-        grad_enabled = torch.is_grad_enabled()
-
-        def run(indices: range) -> Result:
-            replica = self._replica()
-            if replica is None:
-                replica = self._worker.module = copy.deepcopy(self.model)
-            for mine, theirs in zip(replica.modules(), self.model.modules()):
-                mine.training = theirs.training
-            self._worker.tensors = {**dict(self.model.named_parameters()),
-                                    **dict(self.model.named_buffers())}
-            with torch.set_grad_enabled(grad_enabled):  # thread-local, as torch.no_grad
-                return work(indices)
-
-        bounds = [count * w // workers for w in range(workers + 1)]
-        try:
-            return list(self._pool.map(run, [range(a, b) for a, b in zip(bounds, bounds[1:])]))
-        finally:
-            if torch.get_num_threads() != threads:  # set_num_threads is process-wide
-                torch.set_num_threads(threads)
-
-    def _replica(self) -> nn.Module | None:
-        """This worker thread's copy of the module, made when the worker first runs, because
-        ``functional_call`` swaps a module's parameters while it runs. Only its structure is
-        used: its tensors are ``self.model``'s, taken at each dispatch. None on other threads."""
-        return getattr(self._worker, "module", None)
-
-    def __getstate__(self) -> dict[str, Any]:
-        """Copies and pickles leave the threads and replicas behind."""
-        return {**self.__dict__, "_worker": None, "_pool": None, "_pool_size": 0}
-
-    def __setstate__(self, state: dict[str, Any]) -> None:
-        self.__dict__.update(state, _worker=threading.local())
+        episode at a time and added in order, so the result is the same on every run. It never
+        vmaps, so ``function`` may call autograd."""
+        result = None
+        for i in range(len(episodes[0])):
+            output = function(*(tensor[i] for tensor in episodes))
+            result = output if result is None else _combine([result, output], _sum)
+        return result
 
     def parameters(self) -> Parameters:
         """The module's own parameters by name (autograd reaches them through every step)."""
         return dict(self.model.named_parameters())
 
     def logits(self, params: Parameters, x: torch.Tensor) -> torch.Tensor:
-        replica = self._replica()
-        if replica is None:
-            return functional_call(self.model, params, (x,))
-        return functional_call(replica, {**self._worker.tensors, **params}, (x,))
+        return functional_call(self.model, params, (x,))
 
     def loss(self, params: Parameters, x: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
         return F.cross_entropy(self.logits(params, x), y)

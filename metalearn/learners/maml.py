@@ -5,8 +5,8 @@ Networks". For each episode of a meta-batch the inner loop takes ``inner_steps``
 the support set; the meta-loss is the query loss of the adapted parameters, averaged over
 episodes, and the outer Adam step follows its exact gradient, second-order terms included.
 ``first_order`` drops them (FOMAML, same paper; Nichol et al. 2018). The inner loop is
-``metalearn.learners.inner_loop``: pure torch.func functions, vmapped, looped or threaded over
-episodes.
+``metalearn.learners.inner_loop``: pure torch.func functions, vmapped or looped over episodes;
+several processes share a meta-batch out (``metalearn.distributed``).
 
 Memory: second-order MAML keeps every inner step's activations and their gradient graph until
 the backward pass, so it grows linearly with ``inner_steps``; the graph is freed at the end of
@@ -45,7 +45,7 @@ class MAMLOptions(LearnerOptions):
 class EpisodicMetaLearner(Learner):
     """The episode loop of learners that adapt a learned initialisation to each support set and
     meta-learn through the query loss: an outer Adam step on the meta-batch's mean query loss,
-    episodes vmapped, looped or threaded. A subclass says how to ``adapt``; its options have
+    episodes vmapped or looped. A subclass says how to ``adapt``; its options have
     ``inner_steps``, ``eval_inner_steps``, ``lr``, ``transductive`` and ``batching``."""
 
     task_kinds = frozenset({EPISODIC})
@@ -90,8 +90,8 @@ class EpisodicMetaLearner(Learner):
         """Accumulate the gradient of ``batch``'s query losses summed, divided by ``total``
         (the meta-batch's size), into ``.grad``; [loss, accuracy] summed and divided likewise.
 
-        Without vmap each episode is differentiated on its own, so a thread holds one
-        episode's graph at a time.
+        Without vmap each episode is differentiated on its own, so only one episode's graph
+        is held at a time.
         """
         episodes = (batch.support_x, batch.support_y, batch.query_x, batch.query_y)
         if self.functional.batching == "vmap":

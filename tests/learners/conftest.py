@@ -1,11 +1,10 @@
-"""Shared by the learner tests: a run killed in its third task and resumed; two threads."""
+"""Shared by the learner tests: a run killed in its third task and resumed."""
 
 from __future__ import annotations
 
 from pathlib import Path
 
 import pytest
-import torch
 
 from metalearn.cli.config import RunConfig
 from metalearn.cli.runner import run
@@ -42,12 +41,3 @@ def killed_and_resumed(tmp_path: Path, monkeypatch: pytest.MonkeyPatch):
         return resumed
 
     return go
-
-
-@pytest.fixture
-def two_threads():
-    """Two intra-op threads, so that ``batching="threads"`` runs two workers on any machine."""
-    before = torch.get_num_threads()
-    torch.set_num_threads(2)
-    yield
-    torch.set_num_threads(before)
