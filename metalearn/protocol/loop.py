@@ -129,8 +129,8 @@ class Protocol:
         for i in range(results.completed_tasks, len(self.stream)):
             global_step = self._train_task(i, task_step, global_step, results, checkpoint)
             task_step = 0
-            self._check_finite_state(f"after training on task {i} ({self.stream[i].name!r})",
-                                     results, checkpoint)
+            learner_state = self._check_finite_state(
+                f"after training on task {i} ({self.stream[i].name!r})", results, checkpoint)
             start = time.perf_counter()
             row = [self._checked_evaluation(j, i + 1) for j in range(len(self.stream))]
             results.accuracy[i] = [accuracy for accuracy, _ in row]
@@ -139,7 +139,7 @@ class Protocol:
             results.timings[f"eval_s/task_{i}"] = time.perf_counter() - start
             images = self._record_report(i, results)
             results.completed_tasks = i + 1
-            self._save(checkpoint, results, global_step)
+            self._save(checkpoint, results, global_step, learner_state=learner_state)
             self.tracker.log_task(i, results)
             if images:
                 self.tracker.log_images(i, images)
@@ -162,11 +162,13 @@ class Protocol:
             raise RunStopped(signal.Signals(number).name)
 
     def _save(self, checkpoint: Path, results: RunResults, global_step: int,
-              task_step: int = 0) -> None:
-        """Everything to resume from here: after a task, or ``task_step`` steps into the next."""
-        where = f"at step {task_step} of task {results.completed_tasks}" if task_step else \
-            f"after task {results.completed_tasks - 1}"
-        learner_state = self._check_finite_state(where, results, checkpoint)
+              task_step: int = 0, learner_state: dict | None = None) -> None:
+        """Everything to resume from here: after a task (with the ``learner_state`` checked
+        when its training ended: evaluation leaves it as it is), or ``task_step`` steps into
+        the next (the state is checked here)."""
+        if learner_state is None:
+            learner_state = self._check_finite_state(
+                f"at step {task_step} of task {results.completed_tasks}", results, checkpoint)
         if not distributed.is_main():  # the others hold the same state
             return
         save_checkpoint(checkpoint, {

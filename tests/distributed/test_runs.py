@@ -91,9 +91,9 @@ def children_by_rank(launcher: subprocess.Popen, processes: int = 2) -> dict[int
     raise AssertionError("torchrun did not start its workers")
 
 
-@pytest.mark.skipif(not Path("/proc/self/task").is_dir(), reason="finds the workers in /proc")
-def test_a_killed_process_stops_the_run_with_one_clear_line_and_the_checkpoint_resumes(
-        tmp_path, data_root):
+def signal_after_first_checkpoint(tmp_path, data_root, number):
+    """Start a 2-process Omniglot run, send ``number`` to rank 1 once a checkpoint exists;
+    (run folder, the launcher's return code and stderr)."""
     config = omniglot_config(tmp_path, data_root, steps_per_task=400)
     run_dir = tmp_path / "run"
     launcher = torchrun("run", str(config), "--run-dir", str(run_dir))
@@ -101,8 +101,14 @@ def test_a_killed_process_stops_the_run_with_one_clear_line_and_the_checkpoint_r
     deadline = time.monotonic() + 90
     while not (run_dir / "checkpoint.pt").is_file() and time.monotonic() < deadline:
         time.sleep(0.1)
-    os.kill(workers[1], signal.SIGKILL)
-    returncode, stderr = finished(launcher)
+    os.kill(workers[1], number)
+    return (run_dir, *finished(launcher))
+
+
+@pytest.mark.skipif(not Path("/proc/self/task").is_dir(), reason="finds the workers in /proc")
+def test_a_killed_process_stops_the_run_with_one_clear_line_and_the_checkpoint_resumes(
+        tmp_path, data_root):
+    run_dir, returncode, stderr = signal_after_first_checkpoint(tmp_path, data_root, signal.SIGKILL)
     assert returncode != 0
     lost = [line for line in stderr.splitlines() if line.startswith("[rank 0] error:")]
     assert len(lost) == 1, stderr[-3000:]
@@ -135,15 +141,8 @@ def test_learners_that_cannot_run_distributed_are_refused_before_training(tmp_pa
 
 @pytest.mark.skipif(not Path("/proc/self/task").is_dir(), reason="finds the workers in /proc")
 def test_sigterm_to_one_process_stops_every_process_at_the_same_step(tmp_path, data_root):
-    config = omniglot_config(tmp_path, data_root, steps_per_task=400)
-    run_dir = tmp_path / "run"
-    launcher = torchrun("run", str(config), "--run-dir", str(run_dir))
-    workers = children_by_rank(launcher)
-    deadline = time.monotonic() + 90
-    while not (run_dir / "checkpoint.pt").is_file() and time.monotonic() < deadline:
-        time.sleep(0.1)
-    os.kill(workers[1], signal.SIGTERM)  # rank 1 alone: rank 0 stops with it, not after it
-    returncode, stderr = finished(launcher)
+    # rank 1 alone gets it: rank 0 stops with it, not after it
+    run_dir, returncode, stderr = signal_after_first_checkpoint(tmp_path, data_root, signal.SIGTERM)
     assert "lost contact" not in stderr, stderr[-3000:]
     stopped = [line for line in stderr.splitlines() if line.startswith("stopped by SIGTERM")]
     assert len(stopped) == 1, stderr[-3000:]  # rank 0's line, for both
