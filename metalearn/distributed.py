@@ -45,6 +45,13 @@ def init_from_environment(device: torch.device) -> None:
     joined already): NCCL when ``device`` is a GPU (``process_device`` chose it), else gloo."""
     if int(os.environ.get("WORLD_SIZE", "1")) <= 1 or dist.is_initialized():
         return
+    # Imported before the group exists, torch._dynamo (which every torch.optim optimizer
+    # imports) leaves it alone; imported after, it keeps a reference that stops
+    # destroy_process_group from joining gloo's threads, and a thread still releasing a
+    # collective's tensors when the interpreter exits aborts the process (about one exit in
+    # ten on 2 CPUs; tests/distributed/test_shutdown.py).
+    import torch._dynamo  # noqa: F401
+
     global _device
     if device.type == "cuda":
         torch.cuda.set_device(device)
