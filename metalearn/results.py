@@ -19,6 +19,11 @@ class RunResults:
     ``curves`` maps a training quantity to (global step, value) points; ``task_values`` maps
     a quantity a learner reports after each task (e.g. PackNet's capacity used) to its value
     per task (NaN until reported).
+
+    ``validation_curves`` maps a task's name to (global step, accuracy on its validation data)
+    points; ``task_end_steps[i]`` is the global step at which training on task i ended;
+    ``selection[i]`` says which state of task i was tested (``{"rule": "last" |
+    "best_validation", "step": global step, "validation_accuracy": float | None}``).
     """
 
     benchmark: str
@@ -35,6 +40,9 @@ class RunResults:
     task_values: dict[str, list[float]] = field(default_factory=dict)
     timings: dict[str, float] = field(default_factory=dict)
     completed_tasks: int = 0
+    validation_curves: dict[str, list[tuple[int, float]]] = field(default_factory=dict)
+    task_end_steps: list[int] = field(default_factory=list)
+    selection: list[dict[str, Any]] = field(default_factory=list)
 
     @classmethod
     def empty(cls, benchmark: str, learner: str, scenario: str | None, seed: int,
@@ -69,7 +77,8 @@ class RunResults:
         values = dict(data)
         for key in ("accuracy", "initial_accuracy", "interval"):
             values[key] = array(values.get(key))
-        values["curves"] = {k: [tuple(p) for p in v] for k, v in values.get("curves", {}).items()}
+        for curves in ("curves", "validation_curves"):
+            values[curves] = {k: [tuple(p) for p in v] for k, v in values.get(curves, {}).items()}
         values["metrics"] = {k: math.nan if v is None else v for k, v in values.get("metrics", {}).items()}
         values["task_values"] = {k: [math.nan if x is None else x for x in v]
                                  for k, v in values.get("task_values", {}).items()}

@@ -25,6 +25,11 @@ class Tracker:
                   values: dict[str, float]) -> None:
         """After one training step (``step`` within the task, ``global_step`` within the run)."""
 
+    def log_validation(self, task_index: int, global_step: int,
+                       accuracies: dict[str, float]) -> None:
+        """After scoring the validation data of every task (name -> accuracy) at
+        ``global_step``, while training on task ``task_index``."""
+
     def log_task(self, task_index: int, results: RunResults) -> None:
         """After task ``task_index`` was trained and every task evaluated (-1: the initial b)."""
 
@@ -53,6 +58,11 @@ class Trackers(Tracker):
                   values: dict[str, float]) -> None:
         for tracker in self.trackers:
             tracker.log_train(task_index, step, global_step, values)
+
+    def log_validation(self, task_index: int, global_step: int,
+                       accuracies: dict[str, float]) -> None:
+        for tracker in self.trackers:
+            tracker.log_validation(task_index, global_step, accuracies)
 
     def log_task(self, task_index: int, results: RunResults) -> None:
         for tracker in self.trackers:
