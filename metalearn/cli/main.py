@@ -1,5 +1,5 @@
-"""``metalearn run CONFIG [key=value ...]``, ``metalearn evaluate RUN_DIR [key=value ...]``
-and ``metalearn list``."""
+"""``metalearn run CONFIG [key=value ...]``, ``metalearn evaluate RUN_DIR [key=value ...]``,
+``metalearn sweep SPEC [--address ADDR]`` and ``metalearn list``."""
 
 from __future__ import annotations
 
@@ -53,15 +53,26 @@ def main(argv: Sequence[str] | None = None) -> int:
         "overrides", nargs="*", metavar="key.path=value",
         help="changes to the run's config, e.g. benchmark.name=omniglot_to_mnist protocol.k_shot=5")
 
+    sweep_parser = commands.add_parser(
+        "sweep", help="run a grid or a search of runs as Ray Tune trials (docs/sweeps.md)")
+    sweep_parser.add_argument("spec", type=Path, help="a sweep spec (YAML), e.g. "
+                              "benchmarks/split_mnist/si_search.yaml")
+    sweep_parser.add_argument("--address", help="the Ray cluster to run on (default: RAY_ADDRESS, "
+                              "else Ray started inside this command on this machine)")
+
     commands.add_parser("list", help="show learners, benchmarks, scenarios and models")
     args, extra = parser.parse_known_args(argv)
     # Overrides typed after the flags (run CONFIG --data-root DATA key=value) are overrides too.
     unknown = [item for item in extra if item.startswith("-") or "=" not in item]
-    if unknown or (extra and args.command == "list"):
+    if unknown or (extra and args.command in ("list", "sweep")):
         parser.error(f"unrecognized arguments: {' '.join(unknown or extra)}")
     if args.command == "list":
         print(_listing())
         return 0
+    if args.command == "sweep":
+        from metalearn.sweep.command import sweep  # Ray is imported only by a sweep
+
+        return sweep(args.spec, args.address)
     args.overrides += extra
     if args.command == "run" and args.nproc != 1 and "WORLD_SIZE" not in os.environ:
         if args.nproc < 1:

@@ -1,0 +1,142 @@
+"""Runs a sweep's trials on Ray Tune: each trial is one ordinary ``metalearn run`` in its own
+process and run folder, so a crash (NaN loss, a killed process) ends that trial only.
+
+A run folder is named by its config's fingerprint (``output_dir/<benchmark>/<run_name>``), so
+a sweep started again finds its runs: a finished one is reused, a stopped one continues with
+``metalearn run --resume``. The engine never reaches into the protocol: it starts runs and
+reads their ``results.json``.
+"""
+
+from __future__ import annotations
+
+import os
+import socket
+import subprocess
+import sys
+from pathlib import Path
+from typing import Any, Sequence
+
+from metalearn.cli.runner import run_name
+from metalearn.sweep.spec import SweepSpec, Trial, trials
+from metalearn.tracking.run_folder import CONFIG_FILE, load_results
+
+INSTALL = 'pip install "metalearn[sweep]"'
+ADDRESS_TIMEOUT_S = 5.0
+METALEARN = (sys.executable, "-m", "metalearn")
+
+
+class SweepError(RuntimeError):
+    """The sweep cannot start (Ray missing, a cluster that does not answer)."""
+
+
+class TrialFailed(RuntimeError):
+    """A trial's run failed; the message is the run's own error line."""
+
+
+def import_tune() -> Any:
+    try:
+        from ray import tune
+    except ImportError:
+        raise SweepError(f"metalearn sweep runs on Ray Tune, which is not installed: {INSTALL}") from None
+    return tune
+
+
+def start_ray(address: str | None) -> None:
+    """Join the cluster at ``address`` (or ``RAY_ADDRESS``), failing within seconds when it does
+    not answer (``ray.init`` itself retries for a minute), or start Ray inside this process
+    with the machine's CPUs and GPUs."""
+    import ray
+
+    if ray.is_initialized():
+        return
+    address = address or os.environ.get("RAY_ADDRESS")
+    if address and address not in ("auto", "local"):
+        host, _, port = address.removeprefix("ray://").rpartition(":")
+        try:
+            socket.create_connection((host, int(port)), timeout=ADDRESS_TIMEOUT_S).close()
+        except (OSError, ValueError) as error:
+            raise SweepError(f"the Ray cluster at {address} does not answer ({error}): start it with "
+                             "ray start --head on that machine, or drop --address (and RAY_ADDRESS) "
+                             "to run on this machine") from None
+    ray.init(address=address, include_dashboard=False, log_to_driver=False)
+
+
+def run_trial(trial: Trial, command: Sequence[str] = METALEARN, cwd: Path | None = None) -> dict[str, Any]:
+    """Run (or reuse, or resume) ``trial``'s run; its metrics and how it was obtained."""
+    run_dir = trial_run_dir(trial)
+    status = "reused"
+    if not _finished(run_dir):
+        status = "resumed" if (run_dir / CONFIG_FILE).is_file() else "ran"
+        arguments = (["run", "--resume", str(run_dir)] if status == "resumed" else
+                     ["run", str(trial.config), *trial.overrides, "--run-dir", str(run_dir)])
+        process = subprocess.run([*command, *arguments], cwd=cwd, capture_output=True, text=True)
+        if process.returncode != 0:
+            raise TrialFailed(_error_line(process.stderr) or f"exit status {process.returncode}")
+    return {"status": status, "run_dir": str(run_dir), **load_results(run_dir).metrics}
+
+
+def run_sweep(spec: SweepSpec, command: Sequence[str] = METALEARN, address: str | None = None) -> list[dict]:
+    """Every trial of ``spec`` as a Tune trial, side by side as resources allow; one row per
+    trial (its settings, status, metric, run folder or error), failures included."""
+    tune = import_tune()
+    start_ray(address)
+    cwd = Path.cwd()  # Tune runs each trial function in a folder of its own
+
+    def trainable(params: dict[str, Any]) -> None:
+        tune.report(run_trial(_trial_of(spec, params), command, cwd))
+
+    resources = {"cpu": spec.resources.cpus, "gpu": spec.resources.gpus}
+    if spec.search is None:
+        grid = [trial.model_dump(mode="json") for trial in trials(spec)]
+        space, tune_config = {"trial": tune.grid_search(grid)}, tune.TuneConfig(reuse_actors=True)
+    else:
+        from ray.tune.search.optuna import OptunaSearch
+
+        space = {key: value.tune_domain() for key, value in spec.search.space.items()}
+        tune_config = tune.TuneConfig(search_alg=OptunaSearch(metric=spec.metric, mode=spec.mode),
+                                      num_samples=spec.search.samples, reuse_actors=True)
+    tuner = tune.Tuner(
+        tune.with_resources(trainable, resources), param_space=space, tune_config=tune_config,
+        run_config=tune.RunConfig(name="tune", storage_path=str((spec.output_dir / "ray").absolute()),
+                                  verbose=0, failure_config=tune.FailureConfig(fail_fast=False)))
+    results = tuner.fit()
+    return [_row(spec, result) for result in results]
+
+
+def trial_run_dir(trial: Trial) -> Path:
+    """The folder of ``trial``'s run: named by its settings, so a sweep run again finds it."""
+    config = trial.run_config()
+    return Path(config.output_dir) / config.benchmark.name / run_name(config)
+
+
+def _trial_of(spec: SweepSpec, params: dict[str, Any]) -> Trial:
+    """The trial of a grid point (carried whole) or of a searcher's sampled point."""
+    return Trial.model_validate(params["trial"]) if "trial" in params else trials(spec, params)[0]
+
+
+def _row(spec: SweepSpec, result: Any) -> dict[str, Any]:
+    trial = _trial_of(spec, result.config)
+    error = None
+    if result.error is not None:  # Tune wraps the trial's exception; its last line is the message
+        error = str(result.error).strip().splitlines()[-1].removeprefix(f"{TrialFailed.__module__}.")
+    metrics = result.metrics or {}
+    config = trial.run_config()
+    return {"label": trial.label, "settings": trial.settings, "seed": config.seed,
+            "scenario": config.scenario.value if config.scenario else None,
+            "status": "failed" if error else metrics.get("status"), spec.metric: metrics.get(spec.metric),
+            "run_dir": str(trial_run_dir(trial)), "error": error}
+
+
+def _finished(run_dir: Path) -> bool:
+    try:
+        results = load_results(run_dir)
+    except FileNotFoundError:
+        return False
+    return results.completed_tasks == len(results.task_names)
+
+
+def _error_line(stderr: str) -> str:
+    """The run's own one-line error (``error: ...``), else the last line it printed."""
+    lines = [line.strip() for line in stderr.splitlines() if line.strip()]
+    errors = [line for line in lines if line.startswith("error:") or "Error" in line.split(":")[0]]
+    return (errors or lines or [""])[-1]

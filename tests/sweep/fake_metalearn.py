@@ -1,0 +1,48 @@
+"""Stands in for ``python -m metalearn`` in the sweep tests: takes ``run CONFIG [key=value ...]
+--run-dir DIR`` or ``run --resume DIR`` and writes the run folder a run would, in milliseconds.
+
+Its validation accuracy peaks at lr=0.01 and its test accuracy is the opposite (so a sweep that
+tuned on the test set would choose another lr); lr above 1000 fails as a NaN loss does. Each
+call is appended to ``<output_dir>/calls.txt`` as ``run|resume <seed> <lr>``.
+"""
+
+import json
+import math
+import sys
+from pathlib import Path
+
+import yaml
+
+from metalearn.results import RunResults
+
+
+def main(arguments: list[str]) -> int:
+    if arguments[:2] == ["run", "--resume"]:
+        run_dir, how = Path(arguments[2]), "resume"
+        config = yaml.safe_load((run_dir / "config.yaml").read_text())
+    else:
+        config, run_dir, how = yaml.safe_load(Path(arguments[1]).read_text()), Path(arguments[-1]), "run"
+        for override in arguments[2:-2]:
+            key, _, value = override.partition("=")
+            *sections, name = key.split(".")
+            section = config
+            for part in sections:
+                section = section.setdefault(part, {})
+            section[name] = yaml.safe_load(value)
+        run_dir.mkdir(parents=True)
+        (run_dir / "config.yaml").write_text(yaml.safe_dump(config))
+    lr = config["learner"]["options"]["lr"]
+    with open(Path(config["output_dir"]) / "calls.txt", "a") as calls:
+        calls.write(f"{how} {config['seed']} {lr}\n")
+    if lr > 1000:
+        print("error: the loss is NaN at step 3 of task 0: lower learner.options.lr", file=sys.stderr)
+        return 1
+    results = RunResults.empty("split_mnist", "finetune", "class", config["seed"], ["a", "b"], [1, 1], False)
+    results.completed_tasks = 2
+    results.metrics = {"val_acc": 1 - (math.log10(lr) + 2) ** 2 / 100, "acc": (math.log10(lr) + 2) ** 2 / 100}
+    (run_dir / "results.json").write_text(json.dumps(results.to_dict()))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main(sys.argv[1:]))

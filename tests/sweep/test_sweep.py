@@ -1,0 +1,180 @@
+"""metalearn sweep: grids and searches of ordinary runs on Ray Tune, reuse of finished runs,
+failing trials isolated, tuning on validation only, and specs refused before any trial.
+
+Most tests start ``tests/sweep/fake_metalearn.py`` in place of ``python -m metalearn`` (a run
+folder in milliseconds, its calls logged); one grid trains real tiny Split MNIST runs."""
+
+from __future__ import annotations
+
+import json
+import sys
+import time
+from pathlib import Path
+
+import pytest
+import yaml
+
+pytest.importorskip("ray.tune", reason='the sweep extra: pip install "metalearn[sweep]"')
+import ray  # noqa: E402
+
+from metalearn.cli.main import main  # noqa: E402
+from metalearn.sweep import SpecError, SweepError, load_spec, run_sweep  # noqa: E402
+from metalearn.sweep import engine  # noqa: E402
+from metalearn.sweep.command import sweep  # noqa: E402
+
+FAKE = (sys.executable, str(Path(__file__).with_name("fake_metalearn.py")))
+
+
+@pytest.fixture(scope="module", autouse=True)
+def ray_session():
+    ray.init(num_cpus=2, include_dashboard=False, log_to_driver=False)
+    yield
+    ray.shutdown()
+
+
+def fake_config(tmp_path: Path, **protocol) -> Path:
+    path = tmp_path / "finetune.yaml"
+    path.write_text(yaml.safe_dump({
+        "benchmark": {"name": "split_mnist", "options": {"validation": 0.1}},
+        "learner": {"name": "finetune", "options": {"lr": 0.001}},
+        "model": {"name": "mlp"}, "scenario": "class",
+        "protocol": {"steps_per_task": 5, "validate_every": 5, **protocol}}))
+    return path
+
+
+def write_spec(tmp_path: Path, **entries) -> Path:
+    path = tmp_path / "spec.yaml"
+    spec = {"configs": [str(fake_config(tmp_path))], "output_dir": str(tmp_path / "out"), **entries}
+    path.write_text(yaml.safe_dump(spec))
+    return path
+
+
+def calls(tmp_path: Path) -> list[str]:
+    log = tmp_path / "out" / "calls.txt"
+    return sorted(log.read_text().splitlines()) if log.exists() else []
+
+
+def by_seed(rows: list[dict]) -> dict[int, dict]:
+    return {row["seed"]: row for row in rows}
+
+
+def test_a_grid_of_real_runs_makes_one_run_folder_each_and_reuses_them_all(tmp_path, tiny_config):
+    config = tiny_config(protocol__steps_per_task=5, model__options={"hidden": [16]})
+    spec_path = tmp_path / "spec.yaml"
+    spec_path.write_text(yaml.safe_dump({
+        "configs": [str(config)], "grid": {"learner.options.lr": [0.001, 0.01]}, "seeds": [0, 1],
+        "output_dir": str(tmp_path / "sweep")}))
+    assert main(["sweep", str(spec_path)]) == 0
+    summary = json.loads((tmp_path / "sweep" / "summary.json").read_text())
+    rows = summary["trials"]
+    assert sorted((row["settings"]["learner.options.lr"], row["seed"]) for row in rows) == [
+        (0.001, 0), (0.001, 1), (0.01, 0), (0.01, 1)]
+    assert {row["status"] for row in rows} == {"ran"}
+    folders = {Path(row["run_dir"]) for row in rows}
+    assert len(folders) == 4 and all(folder.parent == tmp_path / "sweep" / "split_mnist" for folder in folders)
+    for row in rows:
+        results = json.loads((Path(row["run_dir"]) / "results.json").read_text())
+        assert results["completed_tasks"] == 5 and results["seed"] == row["seed"]
+        saved = yaml.safe_load((Path(row["run_dir"]) / "config.yaml").read_text())
+        assert saved["learner"]["options"]["lr"] == row["settings"]["learner.options.lr"]
+    written = {folder: (folder / "results.json").stat().st_mtime_ns for folder in folders}
+
+    assert main(["sweep", str(spec_path)]) == 0
+    again = json.loads((tmp_path / "sweep" / "summary.json").read_text())["trials"]
+    assert {row["status"] for row in again} == {"reused"}
+    assert {folder: (folder / "results.json").stat().st_mtime_ns for folder in folders} == written
+    assert len(list((tmp_path / "sweep" / "split_mnist").iterdir())) == 4
+
+
+def test_a_sweep_run_again_after_a_kill_runs_only_what_is_missing(tmp_path):
+    grid = {"learner.options.lr": [0.01]}
+    run_sweep(load_spec(write_spec(tmp_path, grid=grid, seeds=[0, 1])), command=FAKE)
+    assert calls(tmp_path) == ["run 0 0.01", "run 1 0.01"]
+    # Killed mid-run: seed 1's folder holds the results of its first task only, seed 2 never began.
+    stopped = Path(by_seed(run_sweep(load_spec(write_spec(tmp_path, grid=grid, seeds=[1])),
+                                     command=FAKE))[1]["run_dir"])
+    results = json.loads((stopped / "results.json").read_text())
+    (stopped / "results.json").write_text(json.dumps({**results, "completed_tasks": 1}))
+
+    rows = by_seed(run_sweep(load_spec(write_spec(tmp_path, grid=grid, seeds=[0, 1, 2])), command=FAKE))
+    assert {seed: row["status"] for seed, row in rows.items()} == {0: "reused", 1: "resumed", 2: "ran"}
+    assert calls(tmp_path) == ["resume 1 0.01", "run 0 0.01", "run 1 0.01", "run 2 0.01"]
+
+
+def test_a_failing_trial_is_reported_with_its_message_and_the_others_finish(tmp_path):
+    spec = load_spec(write_spec(tmp_path, grid={"learner.options.lr": [0.01, 1e9, 0.1]}))
+    rows = {row["settings"]["learner.options.lr"]: row for row in run_sweep(spec, command=FAKE)}
+    assert rows[1e9]["status"] == "failed"
+    assert "the loss is NaN at step 3 of task 0" in rows[1e9]["error"]
+    assert rows[1e9]["val_acc"] is None
+    assert rows[0.01]["status"] == rows[0.1]["status"] == "ran"
+    assert rows[0.01]["val_acc"] == pytest.approx(1.0) and rows[0.1]["val_acc"] == pytest.approx(0.99)
+
+
+def test_the_sweep_command_exits_1_and_writes_the_summary_when_a_trial_fails(tmp_path, capsys):
+    spec = write_spec(tmp_path, grid={"learner.options.lr": [0.01, 1e9]})
+    assert sweep(spec, command=FAKE) == 1
+    assert "1 of 2 trials failed" in capsys.readouterr().err
+    markdown = (tmp_path / "out" / "summary.md").read_text()
+    assert "the loss is NaN" in markdown and f"sweep {spec}" in markdown
+
+
+def test_a_search_tunes_on_validation_and_writes_the_best_setting_with_its_command(tmp_path):
+    best = tmp_path / "tuned.yaml"
+    best.write_text("ewc:\n  class:\n    strength: 5.0\n")  # others' entries stay
+    spec = write_spec(tmp_path, best=str(best), search={
+        "space": {"learner.options.lr": {"loguniform": [1e-4, 1.0]}}, "samples": 4})
+    assert sweep(spec, command=FAKE) == 0
+    rows = json.loads((tmp_path / "out" / "summary.json").read_text())["trials"]
+    assert len(rows) == 4 and {row["status"] for row in rows} == {"ran"}
+    top = max(rows, key=lambda row: row["val_acc"])  # the fake's test accuracy ranks them the other way
+    written = yaml.safe_load(best.read_text())
+    assert written == {"ewc": {"class": {"strength": 5.0}},
+                       "finetune": {"class": {"lr": top["settings"]["learner.options.lr"]}}}
+    header = best.read_text().splitlines()[:2]
+    assert header[0] == f"# written by metalearn sweep {spec}"
+    assert "val_acc" in header[1] and "never on the test set" in header[1]
+
+
+@pytest.mark.parametrize("entries, protocol, message", [
+    ({"grid": {"learner.name": ["finetune", "finetuen"]}}, {},
+     "at learner.name=finetuen: learner.name: unknown learner 'finetuen'; did you mean 'finetune'?"),
+    ({"grid": {"benchmark.name": ["split_mnits"]}}, {}, "unknown benchmark 'split_mnits'"),
+    ({"grid": {"learner.options.lrr": [0.1]}}, {}, "unknown config key 'learner.options.lrr'"),
+    ({"grid": {"protocol.step_per_task": [5]}}, {}, "did you mean 'steps_per_task'?"),
+    ({"grid": {"protocol.steps_per_task": ["many"]}}, {}, "config key 'protocol.steps_per_task'"),
+    ({"search": {"space": {"learner.options.lr": {"loguniform": [0, 1]}}, "samples": 2}}, {},
+     "entry 'search.space.learner.options.lr'"),
+    ({"search": {"space": {"learner.options.lr": {"normal": [0, 1]}}, "samples": 2}}, {},
+     "entry 'search.space.learner.options.lr.normal': Extra inputs are not permitted"),
+    ({"search": {"space": {"learner.options.lr": {"choice": ["fast"]}}, "samples": 2}}, {},
+     "at learner.options.lr=fast"),
+    ({"search": {"space": {"learner.options.lr": {"choice": [0.1]}}, "samples": 2}},
+     {"validate_every": 0}, "do not validate; add to overrides protocol.validate_every=N"),
+    ({"grid": {"learner.options.lr": [0.1]}, "best": "tuned.yaml", "metric": "acc"}, {},
+     "'acc' is measured on the test set"),
+    ({"grdi": {"learner.options.lr": [0.1]}}, {}, "entry 'grdi': Extra inputs are not permitted"),
+])
+def test_a_bad_spec_is_refused_before_any_trial_naming_the_entry(tmp_path, entries, protocol, message):
+    spec = write_spec(tmp_path, **entries)
+    fake_config(tmp_path, **protocol)
+    with pytest.raises(SpecError, match="spec.yaml") as error:
+        load_spec(spec)
+    assert message in str(error.value)
+    assert not (tmp_path / "out").exists()
+
+
+def test_without_ray_the_command_names_the_extra(tmp_path, monkeypatch, capsys):
+    monkeypatch.setitem(sys.modules, "ray", None)  # import ray raises ImportError
+    assert main(["sweep", str(write_spec(tmp_path))]) == 1
+    assert 'pip install "metalearn[sweep]"' in capsys.readouterr().err
+
+
+def test_a_cluster_that_does_not_answer_fails_within_seconds_naming_its_address(monkeypatch):
+    monkeypatch.setattr(ray, "is_initialized", lambda: False)
+    started = time.monotonic()
+    with pytest.raises(SweepError, match=r"the Ray cluster at 127\.0\.0\.1:9 does not answer"):
+        engine.start_ray("127.0.0.1:9")  # the discard port: nothing listens
+    with pytest.raises(SweepError, match=r"cluster at 192\.0\.2\.1:6379 does not answer"):
+        engine.start_ray("192.0.2.1:6379")  # TEST-NET: no answer at all, until the timeout
+    assert time.monotonic() - started < engine.ADDRESS_TIMEOUT_S + 5
