@@ -69,6 +69,8 @@ STREAMS: dict[str, RandomStream] = {stream.name: stream for stream in (
     RandomStream("eval_episodes", "a few-shot task's evaluation episodes, from "
                  "protocol.eval_seed (keyed [eval_seed, task] up to commit 88f2d0b)",
                  "metalearn/protocol/loop.py", ("task",)),
+    RandomStream("validation_episodes", "a few-shot task's validation episodes, from "
+                 "protocol.eval_seed", "metalearn/protocol/loop.py", ("task",)),
     RandomStream("joint.batches", "joint training's minibatches over the tasks seen so far",
                  "metalearn/learners/joint.py", ("task",), key=(1,)),
     RandomStream("pretrain_finetune.batches", "pretraining minibatches over a pool's classes",

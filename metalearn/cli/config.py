@@ -58,9 +58,12 @@ class RunConfig(_Section):
 
     def result_settings(self) -> str:
         """The config as YAML without what leaves a run's results unchanged (where they go,
-        wandb, how often it checkpoints): runs with equal settings may share their results."""
+        wandb, how often it checkpoints): runs with equal settings may share their results.
+        Protocol settings added since runs were named from this text are left out at their
+        defaults, so those runs keep their names and resume."""
         return yaml.safe_dump(self.model_dump(mode="json", exclude={
-            "output_dir": True, "wandb": True, "protocol": {"checkpoint_every"}}))
+            "output_dir": True, "wandb": True,
+            "protocol": {"checkpoint_every", *self.protocol.later_settings_at_default()}}))
 
     def fingerprint(self) -> str:
         """Six hex digits that differ between runs of different result settings."""

@@ -21,9 +21,11 @@ def save_checkpoint(path: Path, state: dict[str, Any]) -> None:
     atomic_torch_save(state, path)
 
 
-def load_checkpoint(path: Path, map_location: torch.device | str | None = None) -> dict[str, Any]:
+def load_checkpoint(path: Path, map_location: torch.device | str | None = None,
+                    holds: tuple[str, ...] = ("learner", "results", "rng")) -> dict[str, Any]:
     """Load with ``weights_only=True``: only tensors and plain containers, never objects;
-    ``map_location`` moves the tensors (a run trained on a GPU, tested on a CPU)."""
+    ``map_location`` moves the tensors (a run trained on a GPU, tested on a CPU). ``holds``:
+    the keys it must have (a run's checkpoint: the learner, results and random state)."""
     try:
         state = torch.load(path, weights_only=True, map_location=map_location)
     except (RuntimeError, EOFError, OSError, pickle.UnpicklingError, zipfile.BadZipFile) as error:
@@ -32,7 +34,7 @@ def load_checkpoint(path: Path, map_location: torch.device | str | None = None) 
             f"{path} cannot be read ({reason}): it is missing, truncated or corrupt. "
             f"Nothing in {path.parent} was changed; restore the file from a copy, or start the "
             "run again in a new folder") from None
-    if not isinstance(state, dict) or not {"learner", "results", "rng"} <= state.keys():
-        raise CheckpointError(f"{path} is not a metalearn checkpoint (it lacks the learner, "
-                              "results or random state); give the folder of a metalearn run")
+    if not isinstance(state, dict) or not set(holds) <= state.keys():
+        raise CheckpointError(f"{path} is not a metalearn checkpoint (it lacks one of "
+                              f"{', '.join(holds)}); give the folder of a metalearn run")
     return state

@@ -10,12 +10,14 @@ kind, never by the learner's name.
 
 from __future__ import annotations
 
+import copy
 import itertools
 import math
 import signal
 import time
+from dataclasses import dataclass
 from pathlib import Path
-from typing import TYPE_CHECKING, Iterator
+from typing import TYPE_CHECKING, Any, ClassVar, Iterator, Literal
 
 import numpy as np
 import pydantic
@@ -23,7 +25,7 @@ import torch
 
 from metalearn import distributed
 from metalearn.learners import Learner
-from metalearn.protocol.checkpoint import save_checkpoint
+from metalearn.protocol.checkpoint import load_checkpoint, save_checkpoint
 from metalearn.protocol.metrics import few_shot_accuracy, summarize
 from metalearn.protocol.stopping import RunStopped, StopSignals
 from metalearn.results import RunResults
@@ -60,6 +62,17 @@ class ProtocolSettings(pydantic.BaseModel):
     # Steps between checkpoints inside a task, for learners that can resume there (long
     # one-task runs: meta-training); 0 checkpoints only after each task.
     checkpoint_every: int = pydantic.Field(1000, ge=0)
+    # Training steps between scorings of the validation data (and at the end of each task);
+    # 0: no validation.
+    validate_every: int = pydantic.Field(0, ge=0)
+    validation_episodes: int = pydantic.Field(100, ge=1)  # few-shot, drawn from eval_seed
+    select: Literal["last", "best_validation"] = "last"  # the state of a task that is tested
+
+    # Settings added after run names and checkpoints were made from these settings: left out
+    # of a run's result settings while at these values, so runs started before keep their
+    # names and resume.
+    LATER_DEFAULTS: ClassVar[dict[str, Any]] = {
+        "validate_every": 0, "validation_episodes": 100, "select": "last"}
 
     @pydantic.model_validator(mode="after")
     def _whole_curve_points(self) -> ProtocolSettings:
@@ -70,10 +83,37 @@ class ProtocolSettings(pydantic.BaseModel):
                              f"log_every ({self.log_every}), or 0")
         return self
 
+    @pydantic.model_validator(mode="after")
+    def _selection_needs_validation(self) -> ProtocolSettings:
+        if self.select == "best_validation" and not self.validate_every:
+            raise ValueError("protocol.select=best_validation tests the state of best validation "
+                             "accuracy, but protocol.validate_every is 0 (no validation): set "
+                             "protocol.validate_every to the training steps between validations, "
+                             "or protocol.select=last")
+        return self
+
+    def later_settings_at_default(self) -> set[str]:
+        """The settings of ``LATER_DEFAULTS`` left at their value there."""
+        return {name for name, value in self.LATER_DEFAULTS.items()
+                if getattr(self, name) == value}
+
+
+BEST_FILE = "best.pt"  # beside checkpoint.pt: the best validation state of the current task
+
 
 class NonFiniteLossError(RuntimeError):
     """A training value or the learner's state became NaN or infinite; results up to the last
     task and the last checkpoint are kept, and no checkpoint ever holds a non-finite value."""
+
+
+@dataclass
+class BestState:
+    """The learner's state of best validation score so far while training on ``task``."""
+
+    task: int
+    step: int  # the global step it was scored at
+    score: float
+    learner: dict
 
 
 class Protocol:
@@ -89,9 +129,12 @@ class Protocol:
         self.stream, self.scenario, self.learner = stream, scenario, learner
         self.settings, self.seed, self.tracker = settings, seed, tracker
         self.run_settings = run_settings
-        self._evaluation_episodes: dict[int, EvaluationEpisodes] = {}
+        self._evaluation_episodes: dict[tuple[int, str], EvaluationEpisodes] = {}
         self._global_step = self._task_step = 0  # where training starts: 0, or a checkpoint's
         self._stop = StopSignals()
+        self._best: BestState | None = None  # under select=best_validation, of the current task
+        self._best_record: dict | None = None  # a checkpoint's record of it, until run() loads it
+        self._last_validation: tuple[int, float] | None = None  # (global step, score)
 
     def restore(self, state: dict, results: RunResults) -> None:
         """Continue from a checkpoint's ``state``: the learner, the results (filled in place),
@@ -102,6 +145,7 @@ class Protocol:
         if state.get("cuda_rng") and torch.cuda.is_available():
             torch.cuda.set_rng_state_all(state["cuda_rng"])
         self._global_step, self._task_step = state["global_step"], state.get("task_step", 0)
+        self._best_record = state.get("best_validation")
 
     def run(self, results: RunResults, run_dir: Path) -> RunResults:
         """Train on every task not yet completed, checkpointing into ``run_dir`` after each
@@ -112,8 +156,10 @@ class Protocol:
         Over several processes (metalearn.distributed) each process trains on its share of each
         batch and evaluates its share of the episodes; rank 0 alone writes checkpoints.
         """
+        self._check_validation_data()
         with self._stop:
             try:
+                self._load_best(run_dir / BEST_FILE, results)
                 return self._run(results, run_dir / "checkpoint.pt")
             except (RunStopped, distributed.ProcessLost) as stop:
                 stop.run_dir = run_dir
@@ -145,11 +191,96 @@ class Protocol:
                 self.tracker.log_images(i, images)
 
         results.metrics = self._metrics(results)
+        if self.settings.validate_every:  # what tuning reads: the tested states on validation data
+            accuracies = self._validation_accuracies(seen=len(self.stream))
+            results.metrics["val_acc"] = float(np.mean(list(accuracies.values())))
         return results
 
-    def _checked_evaluation(self, j: int, seen: int) -> tuple[float, float | None]:
+    def _check_validation_data(self) -> None:
+        """With validation on, every task must hold validation data: say which do not."""
+        if not self.settings.validate_every:
+            return
+        missing = [task.name for task in self.stream if task.validation is None]
+        if missing:
+            fix = ("use a benchmark whose pools include a validation split" if self.stream.episodic
+                   else "hold out part of the training set with benchmark.options.validation "
+                        "(e.g. 0.1)")
+            raise ValueError(
+                f"protocol.validate_every={self.settings.validate_every} scores each task's "
+                f"validation data, but {', '.join(map(repr, missing))} of {self.stream.name} have "
+                f"no validation {'classes' if self.stream.episodic else 'set'}: {fix}, or set "
+                "protocol.validate_every=0")
+
+    def _validation_accuracies(self, seen: int) -> dict[str, float]:
+        """Accuracy on every task's validation data, by task name. The global random state is
+        kept as it was, so validation never changes what training draws."""
+        devices = [torch.cuda.current_device()] if torch.cuda.is_initialized() else []
+        with torch.random.fork_rng(devices=devices):
+            return {task.name: self._checked_evaluation(j, seen, "validation")[0]
+                    for j, task in enumerate(self.stream)}
+
+    def _validate(self, i: int, global_step: int, results: RunResults, checkpoint: Path) -> float:
+        """Score the validation data of every task while training on task i, log the points,
+        and under select=best_validation keep the state if it scores best in task i so far;
+        returns the seconds it took. The score is task i's validation accuracy for a few-shot
+        task, the mean over tasks 0..i for a continual stream."""
+        start = time.perf_counter()
+        accuracies = self._validation_accuracies(seen=i + 1)
+        for name, accuracy in accuracies.items():
+            results.validation_curves.setdefault(name, []).append((global_step, accuracy))
+        self.tracker.log_validation(i, global_step, accuracies)
+        score = float(np.mean(list(accuracies.values())[: i + 1]))
+        self._last_validation = (global_step, score)
+        if self.settings.select == "best_validation" and (
+                self._best is None or self._best.task != i or score > self._best.score):
+            state = self._check_finite_state(f"at step {global_step} of task {i}", results,
+                                             checkpoint)
+            self._best = BestState(i, global_step, score, copy.deepcopy(state))
+            if distributed.is_main():
+                save_checkpoint(checkpoint.parent / BEST_FILE, {
+                    "task": i, "step": global_step, "score": score, "learner": state})
+        seconds = time.perf_counter() - start
+        results.timings[f"validation_s/task_{i}"] = \
+            results.timings.get(f"validation_s/task_{i}", 0.0) + seconds
+        return seconds
+
+    def _load_best(self, path: Path, results: RunResults) -> None:
+        """On a resume inside a task, the best state so far from ``path``, if the checkpoint
+        recorded one for this task. ``path`` may be newer than the checkpoint (a better state
+        found after it): the steps replayed after the checkpoint then find it again."""
+        record = self._best_record
+        if not (self._task_step and record and record["task"] == results.completed_tasks):
+            return
+        def read() -> dict:
+            if not path.is_file():
+                raise FileNotFoundError(
+                    f"{path} is missing: the checkpoint beside it records the best validation "
+                    f"state of task {record['task']} at step {record['step']} there. Restore the "
+                    "file, or start the run again")
+            return load_checkpoint(path, self.learner.context.device, holds=("learner", "step"))
+        best = distributed.on_main(read)
+        self._best = BestState(best["task"], best["step"], best["score"], best["learner"])
+
+    def _select(self, i: int, global_step: int, results: RunResults) -> None:
+        """Load the state to test for task i (select=best_validation: the best-scoring one) and
+        record which it is in ``results.selection``."""
+        best = self._best
+        if best is not None and best.task == i:
+            if best.step != global_step:
+                self.learner.load_state_dict(best.learner)
+            results.selection.append({"rule": "best_validation", "step": best.step,
+                                      "validation_accuracy": best.score})
+        else:
+            validated = self._last_validation is not None and self._last_validation[0] == global_step
+            results.selection.append({"rule": "last", "step": global_step,
+                                      "validation_accuracy": self._last_validation[1]
+                                      if validated else None})
+        self._best = None
+
+    def _checked_evaluation(self, j: int, seen: int,
+                            split: Literal["test", "validation"] = "test") -> tuple[float, float | None]:
         """Evaluate task j, then stop here if a stop was requested meanwhile."""
-        evaluation = self.evaluate(j, seen)
+        evaluation = self.evaluate(j, seen, split)
         self._check_stop()
         return evaluation
 
@@ -176,6 +307,8 @@ class Protocol:
             "rng": torch.get_rng_state(), "global_step": global_step, "task_step": task_step,
             "cuda_rng": torch.cuda.get_rng_state_all() if torch.cuda.is_initialized() else None,
             "run_settings": self.run_settings, "processes": distributed.world_size(),
+            "best_validation": None if self._best is None else
+            {"task": self._best.task, "step": self._best.step, "score": self._best.score},
         })
 
     def _check_finite_state(self, where: str, results: RunResults, checkpoint: Path) -> dict:
@@ -203,8 +336,10 @@ class Protocol:
             next(batches)
         timing = f"train_s/task_{i}"
         before, start = results.timings.get(timing, 0.0), time.perf_counter()  # earlier sessions
-        steps, every = self.settings.steps_per_task, self.settings.checkpoint_every
-        window: list[float] = []
+        validating = 0.0  # seconds of it spent on validation, counted apart
+        s = self.settings
+        steps, every, validate_every = s.steps_per_task, s.checkpoint_every, s.validate_every
+        windows: dict[str, list[float]] = {}
         for step in range(first_step, steps):
             values = {k: float(v) for k, v in self.learner.train_step(next(batches)).items()}
             bad = [k for k, v in values.items() if not math.isfinite(v)]
@@ -217,17 +352,24 @@ class Protocol:
                 )
             global_step += 1
             self.tracker.log_train(i, step, global_step, values)
-            window.append(values.get("loss", math.nan))
-            if len(window) == self.settings.log_every or step == steps - 1:
-                results.curves.setdefault("loss", []).append((global_step, float(np.mean(window))))
-                window = []
+            for name, value in values.items():
+                windows.setdefault(name, []).append(value)
+            # a resume starts at a multiple of checkpoint_every, so of log_every: whole windows
+            if (step + 1) % s.log_every == 0 or step == steps - 1:
+                for name, window in windows.items():
+                    results.curves.setdefault(name, []).append((global_step, float(np.mean(window))))
+                windows = {}
+            if validate_every and ((step + 1) % validate_every == 0 or step == steps - 1):
+                validating += self._validate(i, global_step, results, checkpoint)
             if (self.learner.resumes_mid_task and every and (step + 1) % every == 0
                     and step + 1 < steps):
-                results.timings[timing] = before + time.perf_counter() - start
+                results.timings[timing] = before + time.perf_counter() - start - validating
                 self._save(checkpoint, results, global_step, task_step=step + 1)
             self._check_stop()
+        self._select(i, global_step, results)
         self.learner.end_task(i)
-        results.timings[timing] = before + time.perf_counter() - start  # across resumes
+        results.task_end_steps.append(global_step)
+        results.timings[timing] = before + time.perf_counter() - start - validating  # across resumes
         return global_step
 
     def _training_batches(self, i: int) -> Iterator[Batch | EpisodeBatch]:
@@ -257,8 +399,10 @@ class Protocol:
         return images
 
     @torch.no_grad()
-    def evaluate(self, j: int, seen: int) -> tuple[float, float | None]:
-        """Accuracy on task j (and the 95% CI half-width for few-shot tasks).
+    def evaluate(self, j: int, seen: int, split: Literal["test", "validation"] = "test"
+                 ) -> tuple[float, float | None]:
+        """Accuracy on task j's ``split`` (and the 95% CI half-width for few-shot tasks), after
+        training on ``seen`` tasks (class-IL predicts over their classes).
 
         Over several processes each evaluates its consecutive share of the evaluation
         (meta-)batches (whole ones: a learner may draw per position in a batch); the per-episode
@@ -266,7 +410,7 @@ class Protocol:
         process's.
         """
         if self.stream.episodic:
-            episodes, size = self._episodes(j), self.settings.eval_meta_batch_size
+            episodes, size = self._episodes(j, split), self.settings.eval_meta_batch_size
             share = distributed.shard(-(-len(episodes) // size))
             per_episode = [
                 (self.learner.predict_episodes(batch).argmax(-1) == batch.query_y).float().mean(1)
@@ -277,8 +421,8 @@ class Protocol:
             return few_shot_accuracy(distributed.gather_in_order(shared).cpu().numpy())
         correct = total = 0
         task_id, size = (j if self.scenario is Scenario.TASK else None), self.settings.eval_batch_size
-        share = distributed.shard(-(-len(self.stream[j].test) // size))
-        batches = self.stream.ordered_batches(self.scenario, j, size, seen)
+        share = distributed.shard(-(-len(getattr(self.stream[j], split)) // size))
+        batches = self.stream.ordered_batches(self.scenario, j, size, seen, split)
         for batch in itertools.islice(batches, share.start, share.stop):
             logits = self.learner.predict(batch.x, task_id)
             predicted = logits.masked_fill(~batch.allowed, float("-inf")).argmax(1)
@@ -287,15 +431,18 @@ class Protocol:
         correct, total = distributed.sum_in_order([torch.tensor([correct, total])])[0].tolist()
         return correct / total, None
 
-    def _episodes(self, j: int) -> EvaluationEpisodes:
-        if j not in self._evaluation_episodes:
+    def _episodes(self, j: int, split: Literal["test", "validation"]) -> EvaluationEpisodes:
+        """Task j's fixed test or validation episodes, each split from its own seed."""
+        if (j, split) not in self._evaluation_episodes:
             s = self.settings
-            self._evaluation_episodes[j] = EvaluationEpisodes(
-                self.stream[j].test, s.n_way, s.k_shot, s.q_query,
-                seed=reserved("eval_episodes").seed(s.eval_seed, j), n_episodes=s.eval_episodes,
-                name=f"the test classes of task {j}",
+            stream, count = (("eval_episodes", s.eval_episodes) if split == "test" else
+                             ("validation_episodes", s.validation_episodes))
+            self._evaluation_episodes[j, split] = EvaluationEpisodes(
+                getattr(self.stream[j], split), s.n_way, s.k_shot, s.q_query,
+                seed=reserved(stream).seed(s.eval_seed, j), n_episodes=count,
+                name=f"the {split} classes of task {j}",
             )
-        return self._evaluation_episodes[j]
+        return self._evaluation_episodes[j, split]
 
     def _metrics(self, results: RunResults) -> dict[str, float]:
         metrics = summarize(results.accuracy, results.initial_accuracy, results.test_sizes)

@@ -29,10 +29,11 @@ def _digit_pool(images: torch.Tensor, labels: torch.Tensor, digits: Sequence[int
 
 
 def _load(variant: str, data_root: str | Path | None, device: torch.device | str,
-          validation: float = 0.0) -> MNISTData:
-    """The data on ``device``; with ``validation`` > 0, that fraction of the training set (a fixed
-    random subset) is held out and returned as the test set, for tuning hyperparameters."""
+          validation: float = 0.0) -> tuple[MNISTData, LabelledImages | None]:
+    """The data on ``device``, and with ``validation`` > 0 that fraction of the training set (a
+    fixed random subset) held out of it as validation data, to choose settings and states on."""
     data = load_mnist(variant, data_root)
+    held_out = None
     if validation:
         if not 0 < validation < 1:
             raise ValueError(f"validation is the fraction of the training set held out, in (0, 1); "
@@ -41,11 +42,13 @@ def _load(variant: str, data_root: str | Path | None, device: torch.device | str
         size = round(validation * len(order))
         if size == 0:
             raise ValueError(f"validation={validation} holds out no image; use at least {1 / len(order):.1e}")
-        held_out, kept = order[:size], order[size:]
+        held, kept = order[:size], order[size:]
+        held_out = LabelledImages(data.train_images[held].to(device),
+                                  data.train_labels[held].to(device))
         data = MNISTData(data.train_images[kept], data.train_labels[kept],
-                         data.train_images[held_out], data.train_labels[held_out])
+                         data.test_images, data.test_labels)
     return MNISTData(*(t.to(device) for t in (data.train_images, data.train_labels,
-                                              data.test_images, data.test_labels)))
+                                              data.test_images, data.test_labels))), held_out
 
 
 def mnist_few_shot(
@@ -59,7 +62,7 @@ def mnist_few_shot(
     test on ``test_digits`` from the test set (the classic 0-4 / 5-9 transfer setting)."""
     if set(train_digits) & set(test_digits):
         raise ValueError(f"train and test digits overlap: {sorted(set(train_digits) & set(test_digits))}")
-    data = _load(variant, data_root, device)
+    data, _ = _load(variant, data_root, device)
     task = EpisodicTask(
         f"{variant}-{''.join(map(str, train_digits))}-to-{''.join(map(str, test_digits))}",
         train=_digit_pool(data.train_images, data.train_labels, train_digits),
@@ -76,7 +79,7 @@ def omniglot_to_mnist(
 ) -> Stream:
     """Cross-domain few-shot: meta-train on Omniglot's training characters, test on MNIST digits."""
     pools = omniglot_pools(split, rotations, data_root, device)
-    data = _load("mnist", data_root, device)
+    data, _ = _load("mnist", data_root, device)
     task = EpisodicTask(
         "omniglot-to-mnist",
         train=pools["train"],
@@ -95,11 +98,12 @@ def split_mnist(
 ) -> Stream:
     """Split MNIST: the digits in order, ``classes_per_task`` per task (5 tasks of 2 by default).
 
-    ``validation``: the fraction of the training set held out to test on instead of the test set.
+    ``validation``: the fraction of the training set held out as each task's validation set
+    (``ClassificationTask.validation``); the test set stays MNIST's test set.
     """
     if classes_per_task < 1 or len(DIGITS) % classes_per_task:
         raise ValueError(f"classes_per_task must divide 10, got {classes_per_task}")
-    data = _load(variant, data_root, device, validation)
+    data, held_out = _load(variant, data_root, device, validation)
     tasks = []
     for first in range(0, len(DIGITS), classes_per_task):
         digits = DIGITS[first : first + classes_per_task]
@@ -108,6 +112,8 @@ def split_mnist(
             n_classes=len(digits),
             train=_digits_only(data.train_images, data.train_labels, digits),
             test=_digits_only(data.test_images, data.test_labels, digits),
+            validation=None if held_out is None else
+            _digits_only(held_out.images, held_out.labels, digits),
         ))
     return Stream(f"split-{variant}", tuple(tasks), ALL_SCENARIOS)
 
@@ -160,10 +166,12 @@ def permuted_mnist(
     plain MNIST (as in van de Ven & Tolias), otherwise it is permuted too. ``padding`` zero-pads
     the images first (2 gives their 32x32). ``validation`` as in :func:`split_mnist`.
     """
-    data = _load(variant, data_root, device, validation)
+    data, held_out = _load(variant, data_root, device, validation)
     if padding:
         data = MNISTData(F.pad(data.train_images, (padding,) * 4), data.train_labels,
                          F.pad(data.test_images, (padding,) * 4), data.test_labels)
+        if held_out is not None:
+            held_out = LabelledImages(F.pad(held_out.images, (padding,) * 4), held_out.labels)
     generator = torch.Generator().manual_seed(seed)
     n_pixels = data.train_images[0].numel()
     permutations = [torch.randperm(n_pixels, generator=generator) for _ in range(n_tasks)]
@@ -172,7 +180,8 @@ def permuted_mnist(
     train = LabelledImages(data.train_images, data.train_labels)
     test = LabelledImages(data.test_images, data.test_labels)
     tasks = tuple(
-        ClassificationTask(f"permutation-{i}", 10, train, test, PixelPermutation(p.to(device)))
+        ClassificationTask(f"permutation-{i}", 10, train, test, PixelPermutation(p.to(device)),
+                           held_out)
         for i, p in enumerate(permutations)
     )
     return Stream(f"permuted-{variant}-{n_tasks}", tasks, ALL_SCENARIOS)
@@ -192,10 +201,11 @@ def rotated_mnist(
     ``validation`` as in :func:`split_mnist`.
     """
     angles = [i * 180.0 / n_tasks for i in range(n_tasks)] if angles is None else list(angles)
-    data = _load(variant, data_root, device, validation)
+    data, held_out = _load(variant, data_root, device, validation)
     train = LabelledImages(data.train_images, data.train_labels)
     test = LabelledImages(data.test_images, data.test_labels)
     tasks = tuple(
-        ClassificationTask(f"rotation-{a:g}", 10, train, test, Rotation(a)) for a in angles
+        ClassificationTask(f"rotation-{a:g}", 10, train, test, Rotation(a), held_out)
+        for a in angles
     )
     return Stream(f"rotated-{variant}-{len(tasks)}", tasks, ALL_SCENARIOS)

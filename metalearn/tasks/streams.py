@@ -51,7 +51,8 @@ class ClassificationTask:
     """One task of a continual stream: labelled data, labels local to the task (0..n-1).
 
     ``transform`` (a pixel permutation, a rotation) is applied to each gathered batch, so
-    tasks that differ only by a transform share one copy of the images.
+    tasks that differ only by a transform share one copy of the images. ``validation``, if
+    any, is held out of the training set, to choose settings and states on instead of ``test``.
     """
 
     name: str
@@ -59,6 +60,7 @@ class ClassificationTask:
     train: LabelledImages
     test: LabelledImages
     transform: PixelTransform | None = None
+    validation: LabelledImages | None = None
 
     def inputs(self, images: torch.Tensor) -> torch.Tensor:
         """uint8 [b, H, W] to the float [b, 1, H, W] input in [0, 1] of this task."""
@@ -209,12 +211,15 @@ class Stream:
 
     def ordered_batches(
         self, scenario: Scenario | str, task_index: int, batch_size: int, seen: int,
-        split: Literal["train", "test"] = "test",
+        split: Literal["train", "test", "validation"] = "test",
     ) -> Iterator[Batch]:
-        """Task ``task_index``'s whole ``split`` ("test" or "train") in a fixed order; the last
-        batch may be smaller. A ``batch_size`` below 1 raises a ValueError here, at the call."""
+        """Task ``task_index``'s whole ``split`` ("test", "validation" or "train") in a fixed
+        order; the last batch may be smaller. A ``batch_size`` below 1, or a split the task does
+        not hold, raises a ValueError here, at the call."""
         task = self.tasks[task_index]
         check_batch_size(batch_size, f"the {split} set of task {task.name!r} of {self.name}")
+        if getattr(task, split) is None:
+            raise ValueError(f"task {task.name!r} of {self.name} holds no {split} set")
         size = len(getattr(task, split))
 
         def batch(start: int) -> Batch:

@@ -134,17 +134,22 @@ def test_mnist_few_shot_splits_digits(data_root):
         mnist_few_shot(train_digits=(0, 4), test_digits=(4, 5), data_root=data_root)
 
 
-def test_validation_holds_out_part_of_the_training_set_as_the_test_set(data_root):
+def test_validation_holds_out_part_of_the_training_set_beside_the_test_set(data_root):
     full = split_mnist(data_root=data_root)
     tuning = split_mnist(validation=0.1, data_root=data_root)
-    assert sum(len(t.test) for t in tuning) == 6000
+    assert sum(len(t.validation) for t in tuning) == 6000
     assert sum(len(t.train) for t in tuning) == 54000
+    assert all(task.validation is None for task in full)
     for held_out, whole in zip(tuning, full):
+        assert torch.equal(held_out.test.images, whole.test.images)  # the real test set
         original = {bytes(image.numpy()) for image in whole.train.images}
         kept = {bytes(image.numpy()) for image in held_out.train.images}
-        assert all(bytes(image.numpy()) in original for image in held_out.test.images[:200])
-        leaked = sum(bytes(image.numpy()) in kept for image in held_out.test.images)
+        validation = held_out.validation
+        assert all(bytes(image.numpy()) in original for image in validation.images[:200])
+        leaked = sum(bytes(image.numpy()) in kept for image in validation.images)
         assert leaked <= 2  # MNIST's training set repeats a few images; nothing else may overlap
+        # the labels are task-local, like the training set's
+        assert set(validation.labels.tolist()) == set(whole.train.labels.tolist())
     with pytest.raises(ValueError, match="fraction of the training set"):
         split_mnist(validation=1.5, data_root=data_root)
 
