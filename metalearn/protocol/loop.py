@@ -25,7 +25,7 @@ import torch
 
 from metalearn import distributed
 from metalearn.learners import Learner
-from metalearn.protocol.checkpoint import load_checkpoint, save_checkpoint
+from metalearn.protocol.checkpoint import CheckpointError, load_checkpoint, save_checkpoint
 from metalearn.protocol.metrics import few_shot_accuracy, summarize
 from metalearn.protocol.stopping import RunStopped, StopSignals
 from metalearn.results import RunResults
@@ -251,9 +251,10 @@ class Protocol:
         record = self._best_record
         if not (self._task_step and record and record["task"] == results.completed_tasks):
             return
+
         def read() -> dict:
             if not path.is_file():
-                raise FileNotFoundError(
+                raise CheckpointError(
                     f"{path} is missing: the checkpoint beside it records the best validation "
                     f"state of task {record['task']} at step {record['step']} there. Restore the "
                     "file, or start the run again")

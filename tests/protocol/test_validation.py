@@ -1,7 +1,10 @@
 """Validation in the protocol and the choice of the tested state (issue 19)."""
 
 import math
+import subprocess
+import sys
 
+import numpy as np
 import pydantic
 import pytest
 import torch
@@ -11,10 +14,10 @@ from metalearn.cli.config import ConfigError, load_config, validate_config
 from metalearn.cli.runner import run
 from metalearn.learners import CLASSIFICATION, Learner, LearnerContext
 from metalearn.protocol import Protocol, ProtocolSettings, RunStopped
-from metalearn.protocol.checkpoint import load_checkpoint
+from metalearn.protocol.checkpoint import CheckpointError, load_checkpoint
 from metalearn.results import RunResults
 from metalearn.tasks import ClassificationTask, LabelledImages, Scenario, Stream
-from metalearn.tracking import Tracker
+from metalearn.tracking import Tracker, load_results
 
 PEAK = 3  # the step after which PeaksEarly gets worse
 EXAMPLES = 10
@@ -169,7 +172,7 @@ def test_a_resume_without_the_best_state_it_records_says_so(tmp_path):
     (tmp_path / "best.pt").unlink()
     protocol, resumed = one_task(PeaksEarly, **settings)
     protocol.restore(load_checkpoint(tmp_path / "checkpoint.pt"), resumed)
-    with pytest.raises(FileNotFoundError, match="best.pt is missing: the checkpoint beside it "
+    with pytest.raises(CheckpointError, match="best.pt is missing: the checkpoint beside it "
                                                 "records the best validation state of task 0"):
         protocol.run(resumed, tmp_path)
 
@@ -227,3 +230,23 @@ def test_split_mnist_validation_curves_leave_the_run_as_it_was(tiny_config):
     last_points = [curve[-1][1] for curve in on.validation_curves.values()]
     assert on.metrics["val_acc"] == pytest.approx(sum(last_points) / 5)
     assert not math.isnan(on.selection[-1]["validation_accuracy"])
+
+
+@pytest.mark.slow
+def test_validation_over_two_processes_selects_as_one_does(tiny_config, tmp_path):
+    config = tiny_config(benchmark={"name": "split_mnist", "options": {"validation": 0.1}},
+                         protocol={"steps_per_task": 20, "batch_size": 64, "eval_batch_size": 2048,
+                                   "validate_every": 5, "select": "best_validation"})
+    two = subprocess.Popen(
+        [sys.executable, "-m", "metalearn", "run", str(config), "--run-dir", str(tmp_path / "two"),
+         "--nproc", "2"], stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    one = run(load_config(config), run_dir=tmp_path / "one")
+    _, stderr = two.communicate(timeout=180)
+    assert two.returncode == 0, stderr[-3000:]
+    shared = load_results(tmp_path / "two")
+    assert [s["step"] for s in shared.selection] == [s["step"] for s in one.selection]
+    for name, curve in one.validation_curves.items():  # float32 sums: a flipped example at most
+        other = shared.validation_curves[name]
+        assert [step for step, _ in other] == [step for step, _ in curve]
+        assert np.allclose([a for _, a in other], [a for _, a in curve], atol=1.01 / 1000)  # >= 1000 examples a task
+    assert (tmp_path / "two" / "best.pt").is_file()
