@@ -108,6 +108,14 @@ def run_name(config: RunConfig) -> str:
     return f"{config.learner.name}{scenario}-seed{config.seed}-{config.fingerprint()}"
 
 
+def run_group(config: RunConfig) -> str:
+    """The name shared by runs that differ only in their seed (wandb's group, which draws their
+    mean with a band): ``dgr-split_mnist-class-8b41e0``, the fingerprint taken with seed 0."""
+    scenario = f"-{config.scenario.value}" if config.scenario else ""
+    unseeded = config.model_copy(update={"seed": 0}).fingerprint()
+    return f"{config.learner.name}-{config.benchmark.name}{scenario}-{unseeded}"
+
+
 def default_run_dir(config: RunConfig) -> Path:
     stamp = datetime.now().strftime("%Y%m%d-%H%M%S")
     return Path(config.output_dir) / config.benchmark.name / f"{run_name(config)}-{stamp}"
@@ -194,7 +202,7 @@ def run(config: RunConfig, run_dir: Path | None = None, resume: bool = False,
         RunFolder(),
         ConsoleReporter(console=console),
         WandbTracker(mode=config.wandb.mode, project=config.wandb.project, tags=config.wandb.tags,
-                     name=run_name(config)),
+                     name=run_name(config), group=run_group(config)),
     ] if distributed.is_main() else [])
     protocol = Protocol(stream, scenario, learner, config.protocol, config.seed, tracker,
                         run_settings=config.result_settings())

@@ -7,7 +7,13 @@ so results can be reported and compared without the protocol.
 
 from metalearn.tracking.base import Tracker, Trackers
 from metalearn.tracking.console import ConsoleReporter, comparison_table, results_table
-from metalearn.tracking.plots import plot_accuracy_matrix, plot_learning_curves, plot_loss_curves
+from metalearn.tracking.plots import (
+    accuracy_matrix_figure,
+    accuracy_per_task_figure,
+    learning_curves_figure,
+    plot_loss_curves,
+    save_run_figures,
+)
 from metalearn.tracking.run_folder import RunFolder, claim_run_dir, load_results
 from metalearn.tracking.wandb_tracker import WandbTracker, has_credentials, resolve_mode
 
@@ -17,13 +23,15 @@ __all__ = [
     "Tracker",
     "Trackers",
     "WandbTracker",
+    "accuracy_matrix_figure",
+    "accuracy_per_task_figure",
     "claim_run_dir",
     "comparison_table",
     "has_credentials",
+    "learning_curves_figure",
     "load_results",
-    "plot_accuracy_matrix",
-    "plot_learning_curves",
     "plot_loss_curves",
     "resolve_mode",
     "results_table",
+    "save_run_figures",
 ]

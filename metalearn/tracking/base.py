@@ -14,6 +14,13 @@ import numpy as np
 from metalearn.results import RunResults
 
 
+def seen_tasks_mean(task_index: int, accuracies: dict[str, float]) -> float:
+    """Mean validation accuracy over the tasks seen while training on task ``task_index`` (the
+    first ``task_index + 1`` of ``accuracies``, in stream order): the score that
+    ``select: best_validation`` ranks states by."""
+    return float(np.mean(list(accuracies.values())[: task_index + 1]))
+
+
 class Tracker:
     """Receives a run's events; every method is a no-op unless a subclass overrides it."""
 

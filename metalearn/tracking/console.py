@@ -1,4 +1,5 @@
-"""The terminal: a progress bar while training, a line per task, a results table at the end.
+"""The terminal: a progress bar while training, a line per validation and per task, a results
+table at the end and, last, where the run folder is.
 
 When the console is not a terminal (CI logs, files), rich draws no live bar; the reporter then
 prints a plain line every tenth of the run instead, so a log shows progress without flooding.
@@ -25,7 +26,7 @@ from rich.progress import (
 from rich.table import Table
 
 from metalearn.results import RunResults
-from metalearn.tracking.base import Tracker
+from metalearn.tracking.base import Tracker, seen_tasks_mean
 
 PLAIN_REPORTS = 10  # progress lines per run when there is no live bar
 
@@ -94,11 +95,13 @@ class ConsoleReporter(Tracker):
         self._bar = TaskID(0)
         self._total = 0
         self._task_names: list[str] = []
+        self._run_dir: Path | None = None
         self._resumed_at: int | None = None  # first global step this session trains
         self._next_report = 0
 
     def start(self, run_dir: Path, config: dict[str, Any], environment: dict[str, Any],
               total_steps: int) -> None:
+        self._run_dir = Path(run_dir)
         self.console.print(f"run folder: {run_dir}")
         self._total = total_steps
         self.progress = Progress(
@@ -122,6 +125,14 @@ class ConsoleReporter(Tracker):
             self._next_report += max(1, self._total // PLAIN_REPORTS)
             self.console.print(f"step {global_step}/{self._total}: {description}")
 
+    def log_validation(self, task_index: int, global_step: int,
+                       accuracies: dict[str, float]) -> None:
+        line = f"validation at step {global_step}: " + ", ".join(
+            f"{name} {_percent(value)}%" for name, value in accuracies.items())
+        if len(accuracies) > 1:
+            line += f"; mean over seen tasks {_percent(seen_tasks_mean(task_index, accuracies))}%"
+        self.console.print(line)
+
     def log_task(self, task_index: int, results: RunResults) -> None:
         self._task_names = results.task_names
         T = len(results.task_names)
@@ -141,6 +152,8 @@ class ConsoleReporter(Tracker):
     def finish(self, results: RunResults) -> None:
         self.close()
         self.console.print(results_table(results))
+        if self._run_dir is not None:
+            self.console.print(f"results, figures and checkpoint in: {self._run_dir}")
 
     def close(self) -> None:
         if self.progress is not None:

@@ -1,21 +1,31 @@
-"""Figures of a run: the accuracy matrix as a heatmap, and the learning curves.
+"""Figures of a run: its learning curves, the accuracy on each task across the run, and R.
 
-Figures are drawn on ``matplotlib.figure.Figure`` with an Agg canvas, never through pyplot, so
-no global backend is chosen and no figure outlives its function. matplotlib is imported on
-first use: it is slow to import and a run only needs it at the end.
+Each figure is built by a function that returns a ``matplotlib.figure.Figure`` (drawn with an
+Agg canvas, never through pyplot, so no global backend is chosen and no figure outlives its
+caller), and :func:`save_run_figures` writes those that fit a run: a few-shot run (one task)
+has no accuracy matrix, whose single cell would say less than the title of its learning curves.
+Every figure copes with the fields a run left empty (validation off, an older results.json).
+matplotlib is imported on first use: it is slow to import and a run only needs it at the end.
 """
 
 from __future__ import annotations
 
+import math
 from pathlib import Path
-from typing import TYPE_CHECKING, Sequence
+from typing import TYPE_CHECKING, Callable
 
 import numpy as np
 
 from metalearn.results import RunResults
 
 if TYPE_CHECKING:
+    from matplotlib.axes import Axes
     from matplotlib.figure import Figure
+
+LEARNING_CURVES = "learning_curves.png"
+ACCURACY_PER_TASK = "accuracy_per_task.png"
+ACCURACY_MATRIX = "accuracy_matrix.png"
+LOG_SCALE_SPAN = 10.0  # a curve spanning more than this factor is drawn on a log scale
 
 
 def _figure(width: float, height: float) -> Figure:
@@ -32,55 +42,182 @@ def _title(results: RunResults) -> str:
     return f"{results.learner} on {results.benchmark}{scenario}, seed {results.seed}"
 
 
-def plot_accuracy_matrix(results: RunResults, path: Path) -> Path:
-    """Heatmap of R in %: row i is "after training on task i", column j is task j.
+def _points(points: list[tuple[int, float]]) -> np.ndarray:
+    """(step, value) points as an [n, 2] float array (NaN for values stored as null)."""
+    values = [(step, math.nan if value is None else value) for step, value in points]
+    return np.array(values, dtype=float).reshape(-1, 2)
 
-    Unmeasured (NaN) cells stay blank, so a partial run shows how far it got.
+
+def _wants_log_scale(values: np.ndarray) -> bool:
+    """Positive values that span more than LOG_SCALE_SPAN: a loss falling by orders of
+    magnitude, or spiking at each task switch, whose shape a linear axis flattens."""
+    finite = values[np.isfinite(values)]
+    return finite.size > 1 and finite.min() > 0 and finite.max() / finite.min() > LOG_SCALE_SPAN
+
+
+def _test_accuracy(results: RunResults) -> str:
+    """The tested accuracy of a one-task run in %, with its 95% CI where episodic."""
+    if results.completed_tasks < 1 or not np.isfinite(results.accuracy[0, 0]):
+        return "not tested"
+    text = f"test accuracy {100 * results.accuracy[0, 0]:.2f}"
+    if results.interval is None or not np.isfinite(results.interval[0, 0]):
+        return text + " %"
+    return text + f" ± {100 * results.interval[0, 0]:.2f} % (95% CI)"
+
+
+def _selected_step(results: RunResults, task: int) -> int | None:
+    selection = results.selection[task] if task < len(results.selection) else None
+    return None if not selection else selection.get("step")
+
+
+def _mark_task_ends(axes: Axes, results: RunResults, labels: bool) -> None:
+    """Dotted lines where a task's training ended (the last one ends the run), optionally
+    with each task's name above the stretch of steps it was trained on."""
+    ends = results.task_end_steps
+    for end in ends[:-1]:
+        axes.axvline(end, color="grey", linestyle=":", linewidth=1)
+    if labels and ends:
+        axes.set_xlim(left=0)  # the run starts at step 0: the first task's stretch is in view
+        for start, end, name in zip([0, *ends], ends, results.task_names):
+            axes.text((start + end) / 2, 1.01, name, transform=axes.get_xaxis_transform(),
+                      ha="center", va="bottom", fontsize=7, in_layout=False)
+
+
+def learning_curves_figure(results: RunResults) -> Figure:
+    """One panel per training curve (every value the learner returned) against the global step,
+    on a log scale where that shows its shape; dotted lines where a task ended.
+
+    A one-task run (few-shot) also shows its validation accuracy on the accuracy panel, the
+    step whose state was tested, and its test accuracy with the 95% CI in the title.
     """
-    accuracy = 100 * np.asarray(results.accuracy, dtype=float)
-    n = len(results.task_names)
-    size = min(2.5 + 0.75 * n, 18.0)
-    figure = _figure(size + 1.5, size)
-    axes = figure.add_subplot()
-    image = axes.imshow(np.ma.masked_invalid(accuracy), vmin=0, vmax=100, cmap="viridis")
-    figure.colorbar(image, ax=axes, label="accuracy (%)", shrink=0.8)
-    axes.set_xticks(range(n), results.task_names, rotation=45, ha="right")
-    axes.set_yticks(range(n), results.task_names)
-    axes.set_xlabel("evaluated on task j")
-    axes.set_ylabel("after training on task i")
-    fontsize = 8 if n <= 10 else max(4.0, 8 - (n - 10) / 3)
-    for i, j in zip(*np.nonzero(np.isfinite(accuracy))):
-        value = accuracy[i, j]
-        axes.text(j, i, f"{value:.1f}", ha="center", va="center", fontsize=fontsize,
-                  color="white" if value < 60 else "black")
-    axes.set_title(_title(results), fontsize=9)
-    figure.savefig(path, dpi=110)
-    return Path(path)
-
-
-def plot_learning_curves(results: RunResults, path: Path,
-                         task_boundaries: Sequence[int] = ()) -> Path:
-    """One panel per curve against the global step; dotted lines where a new task began."""
     names = list(results.curves)
+    single = len(results.task_names) == 1
+    validation = _points(next(iter(results.validation_curves.values()), [])) if single else None
+    if validation is not None and validation.size and "accuracy" not in names:
+        names.append("accuracy")
     figure = _figure(7, 1.2 + 2.3 * max(len(names), 1))
+    title = _title(results) + (f"\n{_test_accuracy(results)}" if single else "")
     if not names:
         axes = figure.add_subplot()
         axes.text(0.5, 0.5, "no training curves recorded", ha="center", va="center")
         axes.set_axis_off()
+        axes.set_title(title, fontsize=9)
+        return figure
+    selected = _selected_step(results, 0) if single else None
     for k, name in enumerate(names):
-        axes = figure.add_subplot(len(names), 1, k + 1)
-        points = np.array(results.curves[name], dtype=float).reshape(-1, 2)
-        axes.plot(points[:, 0], points[:, 1], linewidth=1)
-        last = points[:, 0].max(initial=0)
-        for boundary in task_boundaries:
-            if boundary < last:
-                axes.axvline(boundary, color="grey", linestyle=":", linewidth=1)
+        axes = figure.add_subplot(len(names), 1, k + 1, sharex=figure.axes[0] if k else None)
+        points = _points(results.curves.get(name, []))
+        if points.size:
+            axes.plot(points[:, 0], points[:, 1], linewidth=1, label=f"training {name}")
+        if name == "accuracy" and validation is not None and validation.size:
+            axes.plot(validation[:, 0], validation[:, 1], marker=".", linewidth=1.2,
+                      label="validation accuracy")
+        if selected is not None:
+            axes.axvline(selected, color="C3", linestyle="--", linewidth=1,
+                         label=f"tested state (step {selected})")
+        if _wants_log_scale(points[:, 1]):
+            axes.set_yscale("log")
+        _mark_task_ends(axes, results, labels=False)
         axes.set_ylabel(name)
-        axes.grid(alpha=0.3)
+        axes.grid(alpha=0.3, which="both")
+        if len(axes.get_lines()) > 1:
+            axes.legend(fontsize=7)
     figure.axes[-1].set_xlabel("global step")
-    figure.axes[0].set_title(_title(results), fontsize=9)
-    figure.savefig(path, dpi=110)
-    return Path(path)
+    figure.axes[0].set_title(title, fontsize=9)
+    return figure
+
+
+def _accuracy_by_task(results: RunResults) -> tuple[dict[str, np.ndarray], str]:
+    """Per task, (global step, accuracy) points and what they measure: the validation curves
+    if the run kept any, else R's column at the end of each completed task."""
+    if results.validation_curves:
+        return {name: _points(points) for name, points in results.validation_curves.items()}, \
+            "validation accuracy"
+    done = results.completed_tasks
+    ends = results.task_end_steps[:done]
+    steps = np.array(ends if len(ends) == done else range(1, done + 1), dtype=float)
+    return {name: np.column_stack([steps, results.accuracy[:done, j]])
+            for j, name in enumerate(results.task_names)}, "test accuracy after each task"
+
+
+def accuracy_per_task_figure(results: RunResults) -> Figure:
+    """Accuracy on each task across the whole run, one line per task, with each task's stretch
+    of training labelled and the step whose state was tested marked on its line: forgetting
+    shows as a line that falls once its task is over."""
+    curves, measured = _accuracy_by_task(results)
+    figure = _figure(8, 4.5)
+    axes = figure.add_subplot()
+    for j, name in enumerate(results.task_names):
+        points = curves.get(name, np.empty((0, 2)))
+        (line,) = axes.plot(points[:, 0], 100 * points[:, 1], marker=".", linewidth=1.2,
+                            label=name)
+        selected = _selected_step(results, j)
+        at = points[points[:, 0] == selected, 1] if selected is not None else []
+        if len(at):
+            axes.plot([selected], [100 * at[0]], marker="*", markersize=11,
+                      color=line.get_color(), linestyle="none")
+    _mark_task_ends(axes, results, labels=True)
+    axes.set_ylim(0, 101)
+    axes.set_xlabel("global step" if results.task_end_steps or results.validation_curves
+                    else "tasks trained")
+    axes.set_ylabel(f"{measured} (%)")
+    axes.grid(alpha=0.3)
+    axes.legend(title="task", fontsize=7, loc="center left", bbox_to_anchor=(1.01, 0.5))
+    axes.set_title(_title(results) + ("\n★: state tested" if results.selection else ""),
+                   fontsize=9, pad=14)
+    return figure
+
+
+def accuracy_matrix_figure(results: RunResults) -> Figure:
+    """Heatmap of R in %: row i is "after training on task i", column j is task j, with b
+    (accuracy before any training) as a strip above it in the same columns, so forward
+    transfer reads down a column. Unmeasured (NaN) cells stay blank: a partial run shows how
+    far it got."""
+    accuracy = 100 * np.asarray(results.accuracy, dtype=float)
+    before = 100 * np.asarray(results.initial_accuracy, dtype=float)[None, :]
+    n = len(results.task_names)
+    size = min(2.5 + 0.75 * n, 18.0)
+    figure = _figure(size + 1.5, size + 0.6)
+    strip, axes = figure.subplots(2, 1, sharex=True,
+                                  gridspec_kw={"height_ratios": [1, n]})
+    fontsize = 8 if n <= 10 else max(4.0, 8 - (n - 10) / 3)
+    for target, values in ((strip, before), (axes, accuracy)):
+        image = target.imshow(np.ma.masked_invalid(values), vmin=0, vmax=100, cmap="viridis",
+                              aspect="auto")
+        for i, j in zip(*np.nonzero(np.isfinite(values))):
+            target.text(j, i, f"{values[i, j]:.1f}", ha="center", va="center", fontsize=fontsize,
+                        color="white" if values[i, j] < 60 else "black")
+    figure.colorbar(image, ax=[strip, axes], label="accuracy (%)", shrink=0.8)
+    strip.set_yticks([0], ["b: before training"])
+    strip.tick_params(axis="x", labelbottom=False)
+    axes.set_xticks(range(n), results.task_names, rotation=45, ha="right")
+    axes.set_yticks(range(n), results.task_names)
+    axes.set_xlabel("evaluated on task j")
+    axes.set_ylabel("R: after training on task i")
+    strip.set_title(_title(results), fontsize=9)
+    return figure
+
+
+def run_figures(results: RunResults) -> dict[str, Callable[[RunResults], Figure]]:
+    """The figures that fit ``results``, by file name: every run has its learning curves; a
+    run of several tasks also its accuracy per task and its accuracy matrix."""
+    figures: dict[str, Callable[[RunResults], Figure]] = {LEARNING_CURVES: learning_curves_figure}
+    if len(results.task_names) > 1:
+        figures[ACCURACY_PER_TASK] = accuracy_per_task_figure
+        figures[ACCURACY_MATRIX] = accuracy_matrix_figure
+    return figures
+
+
+def save_run_figures(results: RunResults, folder: Path, overwrite: bool = True) -> list[Path]:
+    """Write the figures that fit ``results`` into ``folder`` (keeping those already there
+    unless ``overwrite``) and return their paths."""
+    paths = []
+    for name, build in run_figures(results).items():
+        path = Path(folder) / name
+        if overwrite or not path.exists():
+            build(results).savefig(path, dpi=110)
+        paths.append(path)
+    return paths
 
 
 def plot_loss_curves(curves: dict[str, np.ndarray], path: Path, title: str) -> Path:

@@ -1,5 +1,6 @@
-"""The run folder: config.yaml, environment.json, results.json, two figures, and the images a
-learner showed after each task (``images/<name>_task_<i>.png``).
+"""The run folder: config.yaml, environment.json, results.json, the figures that fit the run
+(:func:`metalearn.tracking.plots.run_figures`), and the images a learner showed after each
+task (``images/<name>_task_<i>.png``). docs/outputs.md describes each file.
 
 results.json is rewritten after every task through a temporary file, so a run killed at any
 moment leaves the results of its completed tasks, never a half-written file. A run claims its
@@ -20,7 +21,7 @@ import yaml
 from metalearn.files import atomic_write_text
 from metalearn.results import RunResults
 from metalearn.tracking.base import Tracker
-from metalearn.tracking.plots import plot_accuracy_matrix, plot_learning_curves, save_image_grid
+from metalearn.tracking.plots import save_image_grid, save_run_figures
 
 RESULTS_FILE = "results.json"
 CONFIG_FILE = "config.yaml"
@@ -50,8 +51,6 @@ class RunFolder(Tracker):
 
     def __init__(self) -> None:
         self.run_dir: Path | None = None
-        self._global_step = 0
-        self._task_ends: list[int] = []  # global steps where a task's training ended
 
     def start(self, run_dir: Path, config: dict[str, Any], environment: dict[str, Any],
               total_steps: int) -> None:
@@ -64,13 +63,7 @@ class RunFolder(Tracker):
             environment = {**started, "resumes": [*started.get("resumes", []), environment]}
         atomic_write_text(path, _json(environment))
 
-    def log_train(self, task_index: int, step: int, global_step: int,
-                  values: dict[str, float]) -> None:
-        self._global_step = global_step
-
     def log_task(self, task_index: int, results: RunResults) -> None:
-        if task_index >= 0 and self._global_step:
-            self._task_ends.append(self._global_step)
         self._write_results(results)
 
     def log_images(self, task_index: int, images: dict[str, np.ndarray]) -> None:
@@ -86,8 +79,7 @@ class RunFolder(Tracker):
         if self.run_dir is None:  # the run failed before it started
             return
         self._write_results(results)
-        plot_accuracy_matrix(results, self.run_dir / "accuracy_matrix.png")
-        plot_learning_curves(results, self.run_dir / "learning_curves.png", self._task_ends)
+        save_run_figures(results, self.run_dir)
 
     def _write_results(self, results: RunResults) -> None:
         if self.run_dir is None:

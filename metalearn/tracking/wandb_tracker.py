@@ -1,11 +1,11 @@
-"""Weights & Biases: one wandb run per run folder, grouped by benchmark.
+"""Weights & Biases: one wandb run per run folder; runs of one configuration share a group.
 
 Mode "auto" logs online when credentials are found and offline otherwise; wandb never asks for
 a key. An online start that cannot reach the server within ``init_timeout`` seconds (a cluster
 node without network) logs offline instead, with a warning. The wandb run id is kept in the
-run folder, so ``--resume`` continues the same wandb run. An offline run ends with one line on
-stderr saying how to upload it (``wandb sync``). Any other wandb failure becomes one warning and
-switches the tracker off: wandb never fails a run. wandb is imported only when a run starts,
+run folder, so ``--resume`` continues the same wandb run. An offline run ends with two lines
+on stderr: where it went and the command that uploads it (``wandb sync``). Any other wandb
+failure becomes one warning and switches the tracker off: wandb never fails a run. wandb is imported only when a run starts,
 because importing it is slow.
 """
 
@@ -24,8 +24,8 @@ from urllib.parse import urlsplit
 import numpy as np
 
 from metalearn.results import RunResults
-from metalearn.tracking.base import Tracker
-from metalearn.tracking.plots import image_grid, plot_accuracy_matrix
+from metalearn.tracking.base import Tracker, seen_tasks_mean
+from metalearn.tracking.plots import image_grid, save_run_figures
 
 MODES = ("auto", "online", "offline", "disabled")
 _ENV_MODES = {"online": "online", "run": "online", "offline": "offline", "dryrun": "offline",
@@ -70,10 +70,14 @@ def _plain(value: float) -> float | None:
 
 
 class WandbTracker(Tracker):
-    """Logs the config, training values (x axis: global_step), evaluation after every task
-    (x axis: task, -1 before training), and at the end R as a table, its heatmap and the metrics.
+    """Logs the config, training values and validation accuracies (x axis: global_step),
+    evaluation after every task (x axis: task, -1 before training), and at the end R as a
+    table, the run's figures and the metrics.
 
     ``name`` is the run's name in wandb (default: learner-scenario-seedN from the config).
+    ``group`` gathers the runs that differ only in their seed, so wandb draws their mean with
+    a band (default: learner-benchmark-scenario from the config; the runner adds a fingerprint
+    of the settings). Benchmark, learner and scenario are also tags, beside ``tags``.
     ``train_every`` averages training values over that many steps per logged point: one
     ``run.log`` costs about half a millisecond, which small models would feel every step.
     ``init_timeout`` bounds the wait for the server when a run starts online (wandb's own
@@ -81,7 +85,7 @@ class WandbTracker(Tracker):
     """
 
     def __init__(self, mode: str = "auto", project: str = "metalearn", tags: Sequence[str] = (),
-                 train_every: int = 10, name: str | None = None,
+                 train_every: int = 10, name: str | None = None, group: str | None = None,
                  init_timeout: float = 15.0) -> None:
         if mode not in MODES:
             raise ValueError(f"unknown wandb mode {mode!r}; choose one of {list(MODES)}")
@@ -90,7 +94,7 @@ class WandbTracker(Tracker):
         if init_timeout <= 0:
             raise ValueError(f"init_timeout must be positive, got {init_timeout}")
         self.mode, self.project, self.tags, self.train_every = mode, project, list(tags), train_every
-        self.name, self.init_timeout = name, init_timeout
+        self.name, self.group, self.init_timeout = name, group, init_timeout
         self.run: Any = None  # the wandb run while logging works, else None
         self.run_dir: Path | None = None
         self._offline = False
@@ -110,7 +114,8 @@ class WandbTracker(Tracker):
                 mode = "offline"
             self._open(mode, config, environment)
             self.run.define_metric("global_step")
-            self.run.define_metric("train/*", step_metric="global_step")
+            for section in ("train", "validation"):
+                self.run.define_metric(f"{section}/*", step_metric="global_step")
             self.run.define_metric("task")
             for section in ("eval", "learner", "images"):
                 self.run.define_metric(f"{section}/*", step_metric="task")
@@ -125,12 +130,14 @@ class WandbTracker(Tracker):
         id_file = self.run_dir / RUN_ID_FILE
         run_id = id_file.read_text().strip() if id_file.is_file() else None
         learner = (config.get("learner") or {}).get("name", "unknown")
+        benchmark = (config.get("benchmark") or {}).get("name", "unknown")
         scenario, seed = config.get("scenario"), config.get("seed", 0)
-        default_name = f"{learner}-{scenario}-seed{seed}" if scenario else f"{learner}-seed{seed}"
+        kind = [learner, benchmark, *([scenario] if scenario else [])]
+        default_name = "-".join([learner, *([scenario] if scenario else []), f"seed{seed}"])
         init = dict(
-            project=self.project, group=(config.get("benchmark") or {}).get("name", "unknown"),
-            job_type=learner, tags=self.tags, config={**config, "environment": environment},
-            name=self.name or default_name,
+            project=self.project, group=self.group or "-".join(kind), job_type=learner,
+            tags=list(dict.fromkeys([*self.tags, *kind])),
+            config={**config, "environment": environment}, name=self.name or default_name,
             dir=str(self.run_dir), id=run_id, resume="allow" if run_id else None,
             # silent: no banner, no prompt; console off: rich owns the terminal;
             # create_new: never hand back a run some earlier caller left open
@@ -160,6 +167,17 @@ class WandbTracker(Tracker):
             self._window.setdefault(name, []).append(value)
         if global_step % self.train_every == 0:
             self._flush_train()
+
+    def log_validation(self, task_index: int, global_step: int,
+                       accuracies: dict[str, float]) -> None:
+        """Each task's validation accuracy and their mean over the tasks seen (the selection
+        score), on the training curves' step axis."""
+        if self.run is None:
+            return
+        values = {f"validation/{name}": _plain(value) for name, value in accuracies.items()}
+        values["validation/mean_seen"] = _plain(seen_tasks_mean(task_index, accuracies))
+        values = {k: v for k, v in values.items() if v is not None}
+        self._call("log", lambda: self.run.log({**values, "global_step": global_step}))
 
     def log_task(self, task_index: int, results: RunResults) -> None:
         if self.run is None:
@@ -207,21 +225,22 @@ class WandbTracker(Tracker):
         table.add_data("before training", *map(_plain, results.initial_accuracy))
         for i in range(results.completed_tasks):
             table.add_data(results.task_names[i], *map(_plain, results.accuracy[i]))
-        heatmap = self.run_dir / "accuracy_matrix.png"
-        if not heatmap.exists():
-            plot_accuracy_matrix(results, heatmap)
-        self.run.log({"accuracy_matrix": table, "accuracy_heatmap": wandb.Image(str(heatmap))})
+        figures = {f"figures/{path.stem}": wandb.Image(str(path))  # drawn by the run folder
+                   for path in save_run_figures(results, self.run_dir, overwrite=False)}
+        self.run.log({"accuracy_matrix": table, **figures})
         self.run.summary.update({**results.metrics, "completed_tasks": results.completed_tasks})
         self._end(exit_code=0 if results.completed_tasks == len(results.task_names) else 1)
 
     def _end(self, exit_code: int) -> None:
-        """Finish the wandb run; an offline one says on stderr how to upload it."""
-        run_id = self.run.id
+        """Finish the wandb run; an offline one says on stderr where it went and the command
+        that uploads it with the parts earlier sessions of a resumed run left."""
+        run_id, folder = self.run.id, self.run.settings.sync_dir
         self.run.finish(exit_code=exit_code)
         self.run = None
         if self._offline:
             parts = f"{shlex.quote(str(self.run_dir / 'wandb'))}/offline-run-*-{run_id}"
-            print(f"wandb: logged offline; upload with: wandb sync {parts}", file=sys.stderr)
+            print(f"wandb: logged offline to {folder}\nwandb: upload with: wandb sync {parts}",
+                  file=sys.stderr)
 
     def _flush_train(self) -> None:
         if self.run is None or not self._window:

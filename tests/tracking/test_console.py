@@ -63,6 +63,19 @@ def test_reporter_in_a_log_file_prints_a_few_lines_and_the_table(tmp_path: Path,
     assert "\r" not in text and "\x1b" not in text  # no cursor movement in a log
     assert "60/60" in text  # the final state of the bar, printed once
     assert "72.33" in text.split("60/60")[1]  # the results table comes after the bar
+    validation = [line for line in lines if line.startswith("validation")]
+    assert len(validation) == 6  # every 10 of the 60 steps
+    assert validation[1] == ("validation at step 20: 0/1 60.00%, 2/3 50.00%, 4/5 40.00%; "
+                             "mean over seen tasks 60.00%")  # task 0 is the only one seen
+    assert validation[3].endswith("mean over seen tasks 65.00%")  # step 40, task 1: (70 + 60) / 2
+    assert lines[-1] == f"results, figures and checkpoint in: {tmp_path}"  # the closing line
+
+
+def test_validation_of_a_single_task_has_no_mean(tmp_path: Path) -> None:
+    output = io.StringIO()
+    reporter = ConsoleReporter(Console(file=output, width=120))
+    reporter.log_validation(0, 500, {"omniglot": 0.9125})
+    assert output.getvalue() == "validation at step 500: omniglot 91.25%\n"
 
 
 def test_reporter_on_a_terminal_draws_the_bar_instead_of_lines(tmp_path: Path, drive) -> None:

@@ -1,9 +1,12 @@
-"""The figures are real, non-blank PNGs, also for partial runs and runs without curves."""
+"""The figures say what the issue asks of them, read off the Figure objects, and are real,
+non-blank PNGs, also for partial runs, runs without curves and results.json files from
+before validation existed."""
 
 from __future__ import annotations
 
 import subprocess
 import sys
+import warnings
 from pathlib import Path
 
 import numpy as np
@@ -11,7 +14,12 @@ import pytest
 from PIL import Image
 
 from metalearn.results import RunResults
-from metalearn.tracking import plot_accuracy_matrix, plot_learning_curves
+from metalearn.tracking import (
+    accuracy_matrix_figure,
+    accuracy_per_task_figure,
+    learning_curves_figure,
+    save_run_figures,
+)
 from metalearn.tracking.plots import image_grid
 
 
@@ -24,35 +32,144 @@ def assert_png_with_content(path: Path) -> np.ndarray:
     return pixels
 
 
-def test_accuracy_matrix_of_a_partial_run(tmp_path: Path, partial) -> None:
-    path = plot_accuracy_matrix(partial, tmp_path / "R.png")
-    assert path == tmp_path / "R.png"
-    assert_png_with_content(path)
+def vertical_lines(axes) -> list[float]:
+    """x of each vertical line (axvline) on ``axes``."""
+    return [line.get_xdata()[0] for line in axes.get_lines()
+            if len(set(line.get_xdata())) == 1 and len(line.get_xdata()) == 2]
+
+
+def texts(figure) -> list[str]:
+    return [text.get_text() for axes in figure.axes for text in axes.texts]
+
+
+@pytest.fixture
+def few_shot() -> RunResults:
+    """MAML-like: 300 iterations, validation every 100 peaking at 200, the state of 200 tested."""
+    results = RunResults.empty("omniglot", "maml", None, 0, ["omniglot"], [600], episodic=True)
+    results.curves["loss"] = [(50, 1.6), (100, 0.9), (150, 0.3), (200, 0.1), (250, 0.06),
+                              (300, 0.05)]
+    results.curves["accuracy"] = [(50, 0.3), (100, 0.6), (150, 0.85), (200, 0.95), (250, 0.97),
+                                  (300, 0.99)]
+    results.validation_curves["omniglot"] = [(100, 0.5), (200, 0.9), (300, 0.85)]
+    results.task_end_steps = [300]
+    results.selection = [{"rule": "best_validation", "step": 200, "validation_accuracy": 0.9}]
+    results.accuracy[0, 0], results.interval[0, 0], results.completed_tasks = 0.9512, 0.0043, 1
+    return results
+
+
+def test_few_shot_curves_show_validation_the_tested_step_and_the_ci(few_shot) -> None:
+    figure = learning_curves_figure(few_shot)
+    loss, accuracy = figure.axes  # one panel per training curve, no more
+    assert loss.get_ylabel() == "loss" and loss.get_yscale() == "log"  # 1.6 .. 0.05
+    assert accuracy.get_ylabel() == "accuracy" and accuracy.get_yscale() == "linear"
+    (validation,) = [line for line in accuracy.get_lines()
+                     if line.get_label() == "validation accuracy"]
+    np.testing.assert_array_equal(validation.get_ydata(), [0.5, 0.9, 0.85])
+    assert vertical_lines(loss) == vertical_lines(accuracy) == [200]  # the tested state
+    assert "test accuracy 95.12 ± 0.43 % (95% CI)" in loss.get_title()
+
+
+def test_few_shot_runs_get_no_one_cell_accuracy_matrix(tmp_path: Path, few_shot) -> None:
+    paths = save_run_figures(few_shot, tmp_path)
+    assert [path.name for path in paths] == ["learning_curves.png"]
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["learning_curves.png"]
+    assert_png_with_content(paths[0])
+
+
+def test_validation_alone_gets_an_accuracy_panel(few_shot) -> None:
+    del few_shot.curves["accuracy"]  # a learner that returns only its loss
+    figure = learning_curves_figure(few_shot)
+    assert [axes.get_ylabel() for axes in figure.axes] == ["loss", "accuracy"]
+    assert [line.get_label() for line in figure.axes[1].get_lines()] == [
+        "validation accuracy", "tested state (step 200)"]
+
+
+def test_every_training_value_gets_a_panel_on_a_scale_that_shows_it(finished) -> None:
+    finished.curves["penalty"] = [(10, 0.0), (20, 0.01), (30, 5.0)]  # zero: no log scale
+    finished.curves["loss"] = [(10, 2.0), (20, 0.05), (40, 2.5), (60, 0.01)]  # spikes at a switch
+    figure = learning_curves_figure(finished)
+    scales = {axes.get_ylabel(): axes.get_yscale() for axes in figure.axes}
+    assert scales == {"loss": "log", "grad_norm": "linear", "penalty": "linear"}  # 3.0/1.0 < 10
+    assert all(vertical_lines(axes) == [20, 40] for axes in figure.axes)  # the last end: no line
+    assert "test accuracy" not in figure.axes[0].get_title()  # only one-task runs have one
+
+
+def test_accuracy_per_task_has_a_line_per_task_and_labelled_task_ends(finished) -> None:
+    figure = accuracy_per_task_figure(finished)
+    (axes,) = figure.axes
+    lines = {line.get_label(): line for line in axes.get_lines()
+             if line.get_label() in finished.task_names}
+    assert list(lines) == ["0/1", "2/3", "4/5"]
+    np.testing.assert_array_equal(lines["2/3"].get_xdata(), [10, 20, 30, 40, 50, 60])
+    np.testing.assert_allclose(lines["2/3"].get_ydata(), [45, 50, 55, 60, 65, 70])  # in %
+    assert vertical_lines(axes) == [20, 40]
+    assert texts(figure) == ["0/1", "2/3", "4/5"]  # over each task's stretch of training
+    stars = [line for line in axes.get_lines() if line.get_marker() == "*"]
+    np.testing.assert_allclose([(s.get_xdata()[0], s.get_ydata()[0]) for s in stars],
+                               [(20, 60), (30, 55), (60, 60)])  # the states tested
+    assert "validation accuracy" in axes.get_ylabel()
+
+
+def test_accuracy_matrix_shows_b_beside_r(partial) -> None:
+    figure = accuracy_matrix_figure(partial)
+    strip, matrix = figure.axes[:2]  # then the colour bar
+    assert [label.get_text() for label in strip.get_yticklabels()] == ["b: before training"]
+    assert [text.get_text() for text in strip.texts] == ["50.0", "40.0", "30.0"]
+    assert sorted(text.get_text() for text in matrix.texts) == sorted(
+        ["99.0", "10.0", "20.0", "60.0", "98.0", "25.0"])  # row 2 unmeasured: no cell text
 
 
 def test_accuracy_matrix_leaves_unmeasured_cells_blank(tmp_path: Path, partial, finished) -> None:
-    few = assert_png_with_content(plot_accuracy_matrix(partial, tmp_path / "partial.png"))
-    full = assert_png_with_content(plot_accuracy_matrix(finished, tmp_path / "full.png"))
+    for name, results in (("partial", partial), ("full", finished)):
+        (tmp_path / name).mkdir()
+        save_run_figures(results, tmp_path / name)
+    few = assert_png_with_content(tmp_path / "partial" / "accuracy_matrix.png")
+    full = assert_png_with_content(tmp_path / "full" / "accuracy_matrix.png")
     white = lambda pixels: (pixels > 250).all(axis=2).mean()  # noqa: E731
     assert white(few) > white(full)  # the NaN row is drawn as background
 
 
-def test_accuracy_matrix_of_a_single_task_and_of_many(tmp_path: Path) -> None:
-    for n in (1, 20):
+def test_a_results_file_from_before_validation_still_plots(tmp_path: Path, finished) -> None:
+    """No validation curves, task ends or selection: accuracy per task falls back on R."""
+    old = finished.to_dict()
+    for key in ("validation_curves", "task_end_steps", "selection"):
+        del old[key]
+    results = RunResults.from_dict(old)
+    paths = save_run_figures(results, tmp_path)
+    assert [p.name for p in paths] == [
+        "learning_curves.png", "accuracy_per_task.png", "accuracy_matrix.png"]
+    for path in paths:
+        assert_png_with_content(path)
+    (axes,) = accuracy_per_task_figure(results).axes
+    line = next(line for line in axes.get_lines() if line.get_label() == "0/1")
+    np.testing.assert_allclose(line.get_ydata(), [99, 60, 50])  # R's column 0 in %
+    np.testing.assert_array_equal(line.get_xdata(), [1, 2, 3])
+    assert axes.get_xlabel() == "tasks trained" and vertical_lines(axes) == []
+
+
+def test_a_run_stopped_in_its_second_task_plots_without_warnings(tmp_path: Path) -> None:
+    """One point per task, at step 20: the first task's label must not push the layout away."""
+    results = RunResults.empty("split_mnist", "l", "class", 0, ["0/1", "2/3", "4/5"], [1] * 3,
+                               episodic=False)
+    results.accuracy[0], results.completed_tasks, results.task_end_steps = [0.9, 0.1, 0.1], 1, [20]
+    results.curves["loss"] = [(10, 0.5), (20, 0.3), (23, 0.2)]
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        for path in save_run_figures(results, tmp_path):
+            assert_png_with_content(path)
+
+
+def test_curves_and_matrices_of_any_size(tmp_path: Path, partial) -> None:
+    partial.curves = {}
+    assert texts(learning_curves_figure(partial)) == ["no training curves recorded"]
+    for n in (2, 20):
         results = RunResults.empty("b", "l", None, 0, [f"task {j}" for j in range(n)], [1] * n,
                                    episodic=False)
         results.accuracy[:] = np.tril(np.full((n, n), 0.8))
-        assert_png_with_content(plot_accuracy_matrix(results, tmp_path / f"{n}.png"))
-
-
-def test_learning_curves_with_task_boundaries(tmp_path: Path, finished) -> None:
-    path = plot_learning_curves(finished, tmp_path / "curves.png", task_boundaries=[20, 40, 60])
-    assert_png_with_content(path)
-
-
-def test_learning_curves_without_any_curve(tmp_path: Path, partial) -> None:
-    partial.curves = {}
-    assert_png_with_content(plot_learning_curves(partial, tmp_path / "none.png"))
+        folder = tmp_path / str(n)
+        folder.mkdir()
+        for path in save_run_figures(results, folder):
+            assert_png_with_content(path)
 
 
 def test_importing_and_plotting_have_no_global_side_effects(tmp_path: Path) -> None:
@@ -65,8 +182,7 @@ assert "matplotlib" not in sys.modules and "wandb" not in sys.modules, "imported
 from metalearn.results import RunResults
 results = RunResults.empty("b", "l", None, 0, ["a", "b"], [1, 1], episodic=False)
 results.curves["loss"] = [(1, 1.0), (2, 0.5)]
-tracking.plot_accuracy_matrix(results, {str(tmp_path / "R.png")!r})
-tracking.plot_learning_curves(results, {str(tmp_path / "c.png")!r})
+tracking.save_run_figures(results, {str(tmp_path)!r})
 assert "matplotlib.pyplot" not in sys.modules, "pyplot was imported"
 """
     subprocess.run([sys.executable, "-c", script], check=True)

@@ -20,7 +20,8 @@ def assert_same(loaded: RunResults, expected: RunResults) -> None:
     for name in ("accuracy", "initial_accuracy"):
         np.testing.assert_array_equal(getattr(loaded, name), getattr(expected, name))
     for name in ("benchmark", "learner", "scenario", "seed", "task_names", "test_sizes",
-                 "interval", "metrics", "curves", "timings", "completed_tasks"):
+                 "interval", "metrics", "curves", "timings", "completed_tasks",
+                 "validation_curves", "task_end_steps", "selection"):
         assert getattr(loaded, name) == getattr(expected, name), name
     assert loaded.task_values.keys() == expected.task_values.keys()
     for name, values in expected.task_values.items():
@@ -33,12 +34,12 @@ def test_a_whole_run_leaves_every_file(tmp_path: Path, drive) -> None:
     assert list(yaml.safe_load((tmp_path / "config.yaml").read_text())) == list(CONFIG)  # order
     assert json.loads((tmp_path / "environment.json").read_text()) == ENVIRONMENT
     assert_same(load_results(tmp_path), results)
-    for figure in ("accuracy_matrix.png", "learning_curves.png"):
+    for figure in ("accuracy_matrix.png", "accuracy_per_task.png", "learning_curves.png"):
         content = (tmp_path / figure).read_bytes()
         assert content.startswith(PNG) and len(content) > 5000
     assert sorted(p.name for p in tmp_path.iterdir()) == [
-        "accuracy_matrix.png", "config.yaml", "environment.json", "learning_curves.png",
-        "results.json"]  # no temporary files left behind
+        "accuracy_matrix.png", "accuracy_per_task.png", "config.yaml", "environment.json",
+        "learning_curves.png", "results.json"]  # no temporary files left behind
 
 
 def test_results_exist_after_each_task_before_the_run_finishes(tmp_path: Path, partial) -> None:
@@ -71,8 +72,11 @@ def test_episodic_intervals_round_trip(tmp_path: Path) -> None:
     folder = RunFolder()
     folder.start(tmp_path / "nested" / "run", {}, {}, total_steps=1)
     folder.log_task(0, results)
+    folder.finish(results)
     loaded = load_results(tmp_path / "nested" / "run")
     assert loaded.interval.tolist() == [[0.004]] and loaded.scenario is None
+    assert not (tmp_path / "nested" / "run" / "accuracy_matrix.png").exists()  # one task
+    assert (tmp_path / "nested" / "run" / "learning_curves.png").read_bytes().startswith(PNG)
 
 
 def test_loading_a_folder_without_results_says_so(tmp_path: Path) -> None:

@@ -39,16 +39,27 @@ def test_offline_run_holds_config_training_evaluation_and_summary(tmp_path: Path
         results = drive(Trackers([RunFolder(), wandb]), run_dir)
     found = logged(run_dir)
     run = found["run"]
-    assert (run.project, run.run_group, run.job_type) == ("tests", "split_mnist", "finetune")
-    assert run.display_name == "finetune-class-seed3" and list(run.tags) == ["ci"]
+    assert (run.project, run.run_group, run.job_type) == (
+        "tests", "finetune-split_mnist-class", "finetune")
+    assert run.display_name == "finetune-class-seed3"
+    assert list(run.tags) == ["ci", "finetune", "split_mnist", "class"]
     assert found["config"]["learner"] == {"name": "finetune"}
+    assert found["config"]["scenario"] == "class"
     assert found["config"]["environment"] == ENVIRONMENT
     assert found["metrics"]["train/*"] == "global_step" and found["metrics"]["eval/*"] == "task"
+    assert found["metrics"]["validation/*"] == "global_step"  # beside the training curves
 
     train = [row for row in found["history"] if "train/loss" in row]
     assert [row["global_step"] for row in train] == list(range(5, 61, 5))
     assert train[0]["train/loss"] == pytest.approx(np.mean([1 / s for s in range(1, 6)]))
     assert train[0]["train/lr"] == pytest.approx(0.1)
+
+    validation = [row for row in found["history"] if "validation/mean_seen" in row]
+    assert [row["global_step"] for row in validation] == list(range(10, 61, 10))
+    assert validation[1] == {"validation/0/1": 0.6, "validation/2/3": 0.5, "validation/4/5": 0.4,
+                             "validation/mean_seen": 0.6, "global_step": 20,  # task 0 only
+                             **{k: v for k, v in validation[1].items() if k.startswith("_")}}
+    assert validation[3]["validation/mean_seen"] == pytest.approx((0.7 + 0.6) / 2)  # in task 1
 
     evaluation = [row for row in found["history"] if "eval/acc_task_0" in row]
     assert [row["task"] for row in evaluation] == [-1, 0, 1, 2]
@@ -61,13 +72,37 @@ def test_offline_run_holds_config_training_evaluation_and_summary(tmp_path: Path
     assert found["summary"]["completed_tasks"] == 3
     final = found["history"][-1]
     assert final["accuracy_matrix/_type"] == "table-file"
-    assert final["accuracy_heatmap/_type"] == "image-file"
+    for figure in ("accuracy_matrix", "accuracy_per_task", "learning_curves"):
+        assert final[f"figures/{figure}/_type"] == "image-file"
     (table_file,) = (found["folder"] / "files" / "media" / "table").glob("accuracy_matrix*.json")
     table = json.loads(table_file.read_text())
     assert table["columns"] == ["after_task", *results.task_names]
     assert table["data"][0] == ["before training", 0.5, 0.4, 0.3]
     assert table["data"][3] == ["4/5", 0.5, 0.7, 0.97]
     assert found["exit_code"] == 0 and wandb.run is None
+
+
+def test_runs_differing_only_in_their_seed_share_a_group(tmp_path: Path) -> None:
+    """The runner's group: one per configuration, the same for every seed."""
+    from metalearn.cli.config import RunConfig
+    from metalearn.cli.runner import run_group
+
+    def config(**changes) -> RunConfig:
+        return RunConfig.model_validate({
+            "benchmark": {"name": "split_mnist"}, "learner": {"name": "ewc"},
+            "model": {"name": "mlp"},
+            "protocol": {"steps_per_task": 10}, "scenario": "task", **changes})
+
+    group = run_group(config(seed=0))
+    assert group.startswith("ewc-split_mnist-task-")
+    assert run_group(config(seed=7)) == group
+    assert run_group(config(seed=7, output_dir="elsewhere")) == group  # not a result setting
+    assert run_group(config(protocol={"steps_per_task": 20})) != group
+    assert run_group(config(learner={"name": "ewc", "options": {"strength": 5}})) != group
+    tracker = WandbTracker(mode="offline", group=group)
+    tracker.start(tmp_path, CONFIG, {}, total_steps=1)
+    tracker.close()
+    assert logged(tmp_path)["run"].run_group == group
 
 
 def test_learner_values_and_images_are_logged_against_the_task(tmp_path: Path, partial) -> None:
@@ -93,6 +128,7 @@ def test_a_partial_run_exits_failed_under_the_name_it_was_given(tmp_path: Path, 
     assert found["run"].display_name == "finetune-class-seed3-3fa2c1"
     assert found["exit_code"] == 1  # shown as failed: it stopped after 2 of 3 tasks
     assert (tmp_path / "accuracy_matrix.png").exists()  # made for wandb without a RunFolder
+    assert found["history"][-1]["figures/accuracy_matrix/_type"] == "image-file"
 
 
 def test_a_resumed_run_continues_the_same_wandb_run(tmp_path: Path, partial, capsys) -> None:
@@ -110,8 +146,9 @@ def test_a_resumed_run_continues_the_same_wandb_run(tmp_path: Path, partial, cap
         (log,) = part.glob("*.wandb")
         (run,) = [r.run for r in finished_records(log) if r.WhichOneof("record_type") == "run"]
         assert run.run_id == run_id
-    command = capsys.readouterr().err.splitlines()[-1]
-    assert command.startswith("wandb: logged offline; upload with: wandb sync ")
+    where, command = capsys.readouterr().err.splitlines()[-2:]
+    assert where == f"wandb: logged offline to {parts[1]}"  # this session's part
+    assert command.startswith("wandb: upload with: wandb sync ")
     assert sorted(map(Path, glob.glob(command.split()[-1]))) == parts  # both parts, one upload
 
 
