@@ -182,6 +182,9 @@ def check_names(config: RunConfig) -> None:
     except ValueError as error:
         raise ConfigError(f"learner.name: {error}") from None
     check_options("learner.options", config.learner.options, learner.Options)
+    if config.scenario is not None and config.scenario not in learner.scenarios:
+        raise ConfigError(f"scenario: {config.learner.name} supports "
+                          f"{sorted(s.value for s in learner.scenarios)} only, not {config.scenario.value}-IL")
     if config.benchmark.name not in BENCHMARKS:
         raise ConfigError(f"benchmark.name: unknown benchmark {config.benchmark.name!r}; "
                           f"known benchmarks: {sorted(BENCHMARKS)}")

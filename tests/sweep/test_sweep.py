@@ -140,6 +140,7 @@ def test_a_search_tunes_on_validation_and_writes_the_best_setting_with_its_comma
     ({"grid": {"learner.name": ["finetune", "finetuen"]}}, {},
      "at learner.name=finetuen: learner.name: unknown learner 'finetuen'; did you mean 'finetune'?"),
     ({"grid": {"benchmark.name": ["split_mnits"]}}, {}, "unknown benchmark 'split_mnits'"),
+    ({"grid": {"learner.name": ["packnet"]}}, {}, "scenario: packnet supports ['task'] only, not class-IL"),
     ({"grid": {"learner.options.lrr": [0.1]}}, {}, "unknown config key 'learner.options.lrr'"),
     ({"grid": {"protocol.step_per_task": [5]}}, {}, "did you mean 'steps_per_task'?"),
     ({"grid": {"protocol.steps_per_task": ["many"]}}, {}, "config key 'protocol.steps_per_task'"),
