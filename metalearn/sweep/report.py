@@ -18,7 +18,7 @@ from metalearn.sweep.spec import SweepSpec
 def summary_table(rows: list[dict[str, Any]], metric: str) -> Table:
     view = Table(title=f"Sweep trials: {metric} of each run")
     for column in ("config", "settings", "seed", "status", metric, "run folder or error"):
-        view.add_column(column)
+        view.add_column(column, overflow="fold")
     for row in rows:
         value = row[metric]
         view.add_row(row["label"], " ".join(f"{key}={v}" for key, v in row["settings"].items()),

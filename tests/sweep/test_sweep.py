@@ -59,14 +59,22 @@ def by_seed(rows: list[dict]) -> dict[int, dict]:
 
 
 def test_a_grid_of_real_runs_makes_one_run_folder_each_and_reuses_them_all(tmp_path, tiny_config):
-    config = tiny_config(protocol__steps_per_task=5, model__options={"hidden": [16]})
+    config = tiny_config(protocol__steps_per_task=5, protocol__validate_every=5,
+                         benchmark__options={"validation": 0.1}, model__options={"hidden": [16]})
     spec_path = tmp_path / "spec.yaml"
     spec_path.write_text(yaml.safe_dump({
         "configs": [str(config)], "grid": {"learner.options.lr": [0.001, 0.01]}, "seeds": [0, 1],
-        "output_dir": str(tmp_path / "sweep")}))
+        "output_dir": str(tmp_path / "sweep"), "best": str(tmp_path / "tuned.yaml")}))
     assert main(["sweep", str(spec_path)]) == 0
     summary = json.loads((tmp_path / "sweep" / "summary.json").read_text())
     rows = summary["trials"]
+    for row in rows:  # the metric is the run's own validation accuracy, not its test ACC
+        metrics = json.loads((Path(row["run_dir"]) / "results.json").read_text())["metrics"]
+        assert row["val_acc"] == metrics["val_acc"] != metrics["acc"]
+    mean = {lr: sum(r["val_acc"] for r in rows if r["settings"]["learner.options.lr"] == lr) / 2
+            for lr in (0.001, 0.01)}
+    assert yaml.safe_load((tmp_path / "tuned.yaml").read_text()) == {
+        "config": {"class": {"lr": max(mean, key=mean.get)}}}
     assert sorted((row["settings"]["learner.options.lr"], row["seed"]) for row in rows) == [
         (0.001, 0), (0.001, 1), (0.01, 0), (0.01, 1)]
     assert {row["status"] for row in rows} == {"ran"}
