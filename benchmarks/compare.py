@@ -14,7 +14,10 @@ best grid point per learner and scenario by that validation accuracy) is printed
 
 A sweep's ``summary.json`` names each trial's run folder, its config file's stem (rows and
 published values are looked up by it: ``dgr_distill.yaml`` -> ``dgr_distill``) and its grid
-point; a run folder given directly is named by its learner.
+point; a run folder given directly is named by its learner, or by LABEL in ``LABEL=FOLDER``:
+
+    metalearn run benchmarks/omniglot/fomaml.yaml --run-dir runs/omniglot_fomaml
+    python benchmarks/compare.py fomaml=runs/omniglot_fomaml --out benchmarks/results/omniglot_fomaml
 """
 
 from __future__ import annotations
@@ -36,13 +39,16 @@ from metalearn.tracking.run_folder import load_results
 METRICS = ("acc", "bwt", "fwt", "forgetting")
 
 
-def read_runs(paths: list[Path]) -> list[tuple[RunResults, str, dict]]:
-    """The finished runs behind ``paths`` (sweep summaries or run folders), each with its row
-    label and grid point; a failed or unfinished run is left out with a note."""
+def read_runs(arguments: list[str]) -> list[tuple[RunResults, str, dict]]:
+    """The finished runs behind ``arguments`` (sweep summaries, run folders, or ``LABEL=FOLDER``
+    to name a folder's row), each with its row label and grid point; a failed or unfinished run
+    is left out with a note."""
     runs = []
-    for path in paths:
+    for argument in arguments:
+        label, _, folder = argument.rpartition("=")
+        path = Path(folder)
         if path.is_dir():
-            entries = [{"run_dir": str(path), "label": None, "settings": {}}]
+            entries = [{"run_dir": folder, "label": label or None, "settings": {}}]
         else:
             entries = [t for t in json.loads(path.read_text())["trials"] if t["status"] != "failed"]
         for entry in entries:
@@ -119,8 +125,8 @@ def table(rows: list[dict]) -> Table:
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    parser.add_argument("runs", nargs="+", type=Path,
-                        help="sweep summaries (summary.json of metalearn sweep) or run folders")
+    parser.add_argument("runs", nargs="+", help="sweep summaries (summary.json of metalearn "
+                        "sweep), run folders, or LABEL=FOLDER (default label: the learner)")
     parser.add_argument("--published", type=Path, help="YAML: learner -> scenario -> ACC (%%)")
     parser.add_argument("--out", type=Path, required=True)
     args = parser.parse_args()

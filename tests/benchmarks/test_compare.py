@@ -80,7 +80,7 @@ def test_runs_are_read_from_a_sweeps_summary_and_from_run_folders(compare, tmp_p
         {"label": "ewc_online", "settings": point, "status": "resumed", "run_dir": str(seed1)},
         {"label": "ewc_online", "settings": point, "status": "failed", "run_dir": str(tmp_path / "x")}]}))
     by_hand = write_run(tmp_path / "si-seed0", result("si", 0, 0.7))
-    runs = compare.read_runs([summary, by_hand])
+    runs = compare.read_runs([str(summary), str(by_hand), f"si_strong={by_hand}"])
     assert [(r.seed, label, options) for r, label, options in runs] == [
-        (0, "ewc_online", point), (0, "si", {})]
+        (0, "ewc_online", point), (0, "si", {}), (0, "si_strong", {})]
     assert f"leaving out {seed1}: it stopped after 1 of 2 tasks" in capsys.readouterr().out
