@@ -102,7 +102,7 @@ class ConsoleReporter(Tracker):
     def start(self, run_dir: Path, config: dict[str, Any], environment: dict[str, Any],
               total_steps: int) -> None:
         self._run_dir = Path(run_dir)
-        self.console.print(f"run folder: {run_dir}")
+        self.console.print(f"run folder: {run_dir}", soft_wrap=True)
         self._total = total_steps
         self.progress = Progress(
             TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(),
@@ -131,7 +131,7 @@ class ConsoleReporter(Tracker):
             f"{name} {_percent(value)}%" for name, value in accuracies.items())
         if len(accuracies) > 1:
             line += f"; mean over seen tasks {_percent(seen_tasks_mean(task_index, accuracies))}%"
-        self.console.print(line)
+        self.console.print(line, soft_wrap=True)  # one line, also in a narrow log
 
     def log_task(self, task_index: int, results: RunResults) -> None:
         self._task_names = results.task_names
@@ -153,7 +153,8 @@ class ConsoleReporter(Tracker):
         self.close()
         self.console.print(results_table(results))
         if self._run_dir is not None:
-            self.console.print(f"results, figures and checkpoint in: {self._run_dir}")
+            self.console.print(f"results, figures and checkpoint in: {self._run_dir}",
+                               soft_wrap=True)  # a path to copy, never broken
 
     def close(self) -> None:
         if self.progress is not None:

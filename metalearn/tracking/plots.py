@@ -120,7 +120,7 @@ def learning_curves_figure(results: RunResults) -> Figure:
         _mark_task_ends(axes, results, labels=False)
         axes.set_ylabel(name)
         axes.grid(alpha=0.3, which="both")
-        if len(axes.get_lines()) > 1:
+        if len(axes.get_legend_handles_labels()[1]) > 1:
             axes.legend(fontsize=7)
     figure.axes[-1].set_xlabel("global step")
     figure.axes[0].set_title(title, fontsize=9)
