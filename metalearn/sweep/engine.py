@@ -93,7 +93,11 @@ def run_sweep(spec: SweepSpec, command: Sequence[str] = METALEARN, address: str 
         from ray.tune.search.optuna import OptunaSearch
 
         space = {key: value.tune_domain() for key, value in spec.search.space.items()}
-        tune_config = tune.TuneConfig(search_alg=OptunaSearch(metric=spec.metric, mode=spec.mode),
+        # Seeded draws: a search started again (after a kill) draws the same random first points
+        # (TPE's first 10) and reuses their runs; later points follow the results in the order
+        # they came, which trials side by side may change.
+        searcher = OptunaSearch(metric=spec.metric, mode=spec.mode, seed=spec.seeds[0])
+        tune_config = tune.TuneConfig(search_alg=searcher,
                                       num_samples=spec.search.samples, reuse_actors=True)
     tuner = tune.Tuner(
         tune.with_resources(trainable, resources), param_space=space, tune_config=tune_config,

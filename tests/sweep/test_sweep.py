@@ -143,6 +143,11 @@ def test_a_search_tunes_on_validation_and_writes_the_best_setting_with_its_comma
     assert header[0] == f"# written by metalearn sweep {spec}"
     assert "val_acc" in header[1] and "never on the test set" in header[1]
 
+    ran = calls(tmp_path)
+    assert sweep(spec, command=FAKE) == 0  # started again: the same draws, their runs reused
+    again = json.loads((tmp_path / "out" / "summary.json").read_text())["trials"]
+    assert {row["status"] for row in again} == {"reused"} and calls(tmp_path) == ran
+
 
 @pytest.mark.parametrize("entries, protocol, message", [
     ({"grid": {"learner.name": ["finetune", "finetuen"]}}, {},
