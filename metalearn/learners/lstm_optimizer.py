@@ -225,8 +225,10 @@ class LSTMOptimizer(Learner):
 
     @torch.no_grad()
     def predict(self, x: torch.Tensor, task_index: int | None) -> torch.Tensor:
+        """With the optimisee in training, so that validation inside a task scores it (after a
+        task the model holds it; before any training there is none)."""
         self.model.eval()
-        return self.model(x)
+        return functional_call(self.model, self.params, (x,)) if self.params else self.model(x)
 
     def trajectory(self, model: nn.Module, batches: Iterable[Batch]) -> list[float]:
         """Train ``model`` (any architecture; itself left unchanged) with the learned rule from

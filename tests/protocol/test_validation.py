@@ -11,7 +11,8 @@ import torch.nn.functional as F
 from metalearn.cli.config import ConfigError, load_config, validate_config
 from metalearn.cli.main import main
 from metalearn.cli.runner import run
-from metalearn.learners import CLASSIFICATION, Learner, LearnerContext
+from metalearn.learners import CLASSIFICATION, Learner, LearnerContext, get_learner
+from metalearn.models import MLP
 from metalearn.protocol import Protocol, ProtocolSettings, RunStopped
 from metalearn.protocol.checkpoint import CheckpointError, load_checkpoint
 from metalearn.results import RunResults
@@ -245,3 +246,21 @@ def test_validation_over_two_processes_selects_as_one_does(tiny_config, tmp_path
         assert [step for step, _ in other] == [step for step, _ in curve]
         assert np.allclose([a for _, a in other], [a for _, a in curve], atol=1.01 / 1000)  # >= 1000 examples a task
     assert (tmp_path / "two" / "best.pt").is_file()
+
+
+def test_the_lstm_optimizer_is_validated_on_the_optimisee_it_trains(tmp_path):
+    images = torch.randint(0, 256, (64, 4, 4), dtype=torch.uint8,
+                           generator=torch.Generator().manual_seed(0))
+    data = LabelledImages(images, (images[:, 0, 0] > 127).long())
+    stream = Stream("tiny", (ClassificationTask("t0", 2, data, data, validation=data),),
+                    frozenset(Scenario))
+    context = LearnerContext(stream, Scenario.DOMAIN, torch.device("cpu"), seed=0)
+    learner_class = get_learner("lstm_optimizer")
+    learner = learner_class(MLP(16, 2, hidden=(8,)),
+                            learner_class.Options(unroll=2, horizon=8, output_scale=1.0), context)
+    results = RunResults.empty("tiny", "lstm_optimizer", "domain", 0, ["t0"], [64], episodic=False)
+    settings = ProtocolSettings(steps_per_task=8, batch_size=16, validate_every=4, log_every=2)
+    Protocol(stream, Scenario.DOMAIN, learner, settings, 0, Tracker()).run(results, tmp_path)
+    # the last step's validation scores the model the task ends with (not the optimisee's
+    # initial weights, which the model holds while an optimisee trains), on the same data
+    assert results.validation_curves["t0"][-1] == (8, results.accuracy[0, 0])
