@@ -131,8 +131,8 @@ def _accuracy_by_task(results: RunResults) -> tuple[dict[str, np.ndarray], str]:
     """Per task, (global step, accuracy) points and what they measure: the validation curves
     if the run kept any, else R's column at the end of each completed task."""
     if results.validation_curves:
-        return {name: _points(points) for name, points in results.validation_curves.items()}, \
-            "validation accuracy"
+        curves = {name: _points(points) for name, points in results.validation_curves.items()}
+        return curves, "validation accuracy"
     done = results.completed_tasks
     ends = results.task_end_steps[:done]
     steps = np.array(ends if len(ends) == done else range(1, done + 1), dtype=float)
