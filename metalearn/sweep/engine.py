@@ -23,6 +23,8 @@ from metalearn.tracking.run_folder import CONFIG_FILE, load_results
 INSTALL = 'pip install "metalearn[sweep]"'
 ADDRESS_TIMEOUT_S = 5.0
 METALEARN = (sys.executable, "-m", "metalearn")
+_CLUSTER_FIX = ("start it with ray start --head on that machine, or drop --address (and RAY_ADDRESS) "
+                "to run on this machine")
 
 
 class SweepError(RuntimeError):
@@ -53,12 +55,32 @@ def start_ray(address: str | None) -> None:
     if address and address not in ("auto", "local"):
         host, _, port = address.removeprefix("ray://").rpartition(":")
         try:
-            socket.create_connection((host, int(port)), timeout=ADDRESS_TIMEOUT_S).close()
+            _check_grpc_server(host, int(port))
         except (OSError, ValueError) as error:
-            raise SweepError(f"the Ray cluster at {address} does not answer ({error}): start it with "
-                             "ray start --head on that machine, or drop --address (and RAY_ADDRESS) "
-                             "to run on this machine") from None
-    ray.init(address=address, include_dashboard=False, log_to_driver=False)
+            raise SweepError(f"the Ray cluster at {address} does not answer ({error}): {_CLUSTER_FIX}") from None
+        # A server answers: Ray's connection then tries once a second, 20 times by default.
+        os.environ.setdefault("RAY_gcs_server_port_wait_time_s", str(int(ADDRESS_TIMEOUT_S)))
+    try:
+        ray.init(address=address, include_dashboard=False, log_to_driver=False)
+    except (ConnectionError, RuntimeError) as error:
+        raise SweepError(f"no Ray cluster answers at {address} ({str(error).splitlines()[0]}): "
+                         f"{_CLUSTER_FIX}") from None
+
+
+def _check_grpc_server(host: str, port: int) -> None:
+    """Raise OSError unless an HTTP/2 server (Ray's GCS speaks gRPC) answers at host:port within
+    ADDRESS_TIMEOUT_S: one that accepts the connection and then stays silent would hold
+    ``ray.init`` for minutes."""
+    with socket.create_connection((host, port), timeout=ADDRESS_TIMEOUT_S) as connection:
+        connection.settimeout(ADDRESS_TIMEOUT_S)
+        # The client preface and an empty SETTINGS frame; a server's first frame is SETTINGS (RFC 9113).
+        connection.sendall(b"PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n" + bytes([0, 0, 0, 4, 0, 0, 0, 0, 0]))
+        try:
+            header = connection.recv(9)
+        except socket.timeout:
+            raise OSError(f"no reply within {ADDRESS_TIMEOUT_S:.0f} s") from None
+    if len(header) < 4 or header[3] != 4:
+        raise OSError("what answers there is not a gRPC server")
 
 
 def run_trial(trial: Trial, command: Sequence[str] = METALEARN, cwd: Path | None = None) -> dict[str, Any]:
