@@ -1,5 +1,5 @@
 #!/usr/bin/env bash
-# Every GPU figure issue 18 asks for, in one command that an H100 runs in under 8 minutes:
+# Every GPU figure issue 18 asks for, in one command that an H100 runs in under 10 minutes:
 #
 #   bash scripts/gpu_check.sh                      # on a GPU machine: writes benchmarks/results/*_cuda.json
 #   bash scripts/gpu_check.sh --device cpu --budget tiny --out /tmp/check --logs /tmp/check/logs  # CI
@@ -18,6 +18,9 @@
 #   maml_speed_20way      20-way 1-shot, meta-batch 16, 5 inner steps
 #   maml_ops(_compiled)   operators and kernel launches per meta-iteration, per path
 #   plasticity_speed      EWC and SI whole Split MNIST runs against their FLOP floor
+#   memory_growth         memory of second-order MAML (vmap, then loop) over 1000 meta-iterations,
+#                         Conv4, meta-batch 32: growth and peak per episode; each path stops at
+#                         its first reading after 50 s (1000 iterations take the issue's 20 it/s)
 #   nccl_2proc            `metalearn run --nproc 2` (torchrun's launcher) of MAML on 2 GPUs over
 #                         NCCL, 20 steps (skipped with a note with fewer than 2 GPUs)
 #
@@ -84,9 +87,10 @@ if [ "$DEVICE" = cuda ] && [ "$GPUS" -lt 1 ]; then
 fi
 
 # The settings of each budget. full is sized for an H100: each step has a time limit, and the
-# limits add up to 8 minutes, so a slow or hung step costs its own figure only. torch.compile has
-# steps of its own: a cold compile that runs long loses the compiled rows, not the others. tiny
-# is for CI: the same steps but torch.compile's, on one or two episodes, one thread per process.
+# limits add up to 10 minutes (8 without the memory growth check), so a slow or hung step costs
+# its own figure only. torch.compile has steps of its own: a cold compile that runs long loses the
+# compiled rows, not the others. tiny is for CI: the same steps but torch.compile's, on one or two
+# episodes, one thread per process.
 if [ "$BUDGET" = full ]; then
   SPEED=(--iterations 10 --warmup 2 --implementations ours-loop ours-vmap autograd higher learn2learn torchopt)
   COMPILED=(--iterations 10 --warmup 2 --implementations ours-loop ours-compiled)
@@ -95,7 +99,8 @@ if [ "$BUDGET" = full ]; then
   OPS=(--implementations ours-loop ours-vmap autograd higher learn2learn torchopt)
   OPS_COMPILED=(--implementations ours-compiled)
   PLASTICITY=(--repeats 1 --skip-fisher)
-  LIMIT=(95 100 35 55 35 50 70 40)
+  GROWTH=(--iterations 1000 --warmup 20 --every 50 --max-seconds 50 --paths maml-vmap maml-loop)
+  LIMIT=(95 100 35 55 35 50 70 40 120)
 else
   export OMP_NUM_THREADS=1  # a shared 2-core CI runner: no oversubscribed OpenMP spinning
   TINY=(--threads 1 --iterations 1 --warmup 0 --meta-batch 2 --matmul-size 256)
@@ -106,7 +111,8 @@ else
   OPS=(--meta-batch 2 --implementations ours-loop ours-vmap)
   OPS_COMPILED=()
   PLASTICITY=(--repeats 1 --skip-fisher --steps-per-task 2 --learners si --matmul-repeats 20)
-  LIMIT=(60 60 60 60 60 60 60 60)
+  GROWTH=(--threads 1 --iterations 6 --warmup 2 --every 2 --hidden 4 --meta-batch 2 --paths maml-vmap maml-loop)
+  LIMIT=(60 60 60 60 60 60 60 60 60)
 fi
 
 STEPS_JSON="$LOGS/steps.jsonl"
@@ -166,6 +172,8 @@ fi
 step plasticity_speed "${LIMIT[6]}" "$OUT/plasticity_speed_$D.json" \
   "$PY" benchmarks/plasticity_speed.py --device "$D" "${PLASTICITY[@]}" ${AVALANCHE[@]+"${AVALANCHE[@]}"} \
   --runs "$LOGS/runs" --out "$OUT/plasticity_speed_$D.json"
+step memory_growth "${LIMIT[8]}" "$OUT/memory_growth_$D.json" \
+  "$PY" benchmarks/memory_growth.py --device "$D" "${GROWTH[@]}" --out "$OUT/memory_growth_$D.json"
 
 if [ "$D" != cuda ] || [ "$GPUS" -lt 2 ]; then
   skip nccl_2proc "needs 2 GPUs, found $GPUS on --device $D"

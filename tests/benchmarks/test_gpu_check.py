@@ -9,7 +9,7 @@ from pathlib import Path
 
 SCRIPT = Path(__file__).resolve().parents[2] / "scripts" / "gpu_check.sh"
 STEPS = ["maml_speed", "maml_speed_compiled", "maml_speed_tf32_off", "maml_speed_20way", "maml_ops",
-         "maml_ops_compiled", "plasticity_speed", "nccl_2proc"]
+         "maml_ops_compiled", "plasticity_speed", "memory_growth", "nccl_2proc"]
 
 
 def gpu_check(*args: str) -> subprocess.CompletedProcess:
@@ -42,6 +42,9 @@ def test_tiny_budget_writes_every_figure_it_names(tmp_path, data_root):
     ops = outputs["maml_ops"]["results"]
     assert 0 < ops["ours-vmap"]["kernel_ops"] < ops["ours-loop"]["kernel_ops"]
     assert outputs["plasticity_speed"]["si"]["ours"]["median_s"] > 0
+    growth = outputs["memory_growth"]["results"]
+    assert set(growth) == {"maml-vmap", "maml-loop"}
+    assert all(row["iterations_run"] == 6 and row["peak_per_episode_mib"] > 0 for row in growth.values())
 
 
 def test_refuses_an_unknown_budget_before_running_anything(tmp_path):
