@@ -63,7 +63,8 @@ def start_ray(address: str | None) -> None:
     try:
         ray.init(address=address, include_dashboard=False, log_to_driver=False)
     except (ConnectionError, RuntimeError) as error:
-        raise SweepError(f"no Ray cluster answers at {address} ({str(error).splitlines()[0]}): "
+        raise SweepError(f"no Ray cluster answers at {address} ({str(error).splitlines()[0]}; Ray's "
+                         "lines above say why, e.g. a missing authentication token: docs/sweeps.md): "
                          f"{_CLUSTER_FIX}") from None
 
 
