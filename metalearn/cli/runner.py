@@ -4,8 +4,9 @@ from __future__ import annotations
 
 import json
 import os
-import re
 import platform
+import re
+import shlex
 import socket
 import subprocess
 import sys
@@ -121,6 +122,20 @@ def default_run_dir(config: RunConfig) -> Path:
     return Path(config.output_dir) / config.benchmark.name / f"{run_name(config)}-{stamp}"
 
 
+def command_line(argv: Sequence[str] | None = None) -> str:
+    """The command that started this process as anyone can rerun it: ``metalearn`` and its
+    arguments, with paths inside the working folder written relative to it."""
+    here = Path.cwd()
+
+    def portable(argument: str) -> str:
+        path = Path(argument)
+        if path.is_absolute() and path.is_relative_to(here):
+            argument = str(path.relative_to(here))
+        return shlex.quote(argument)
+
+    return " ".join(["metalearn", *map(portable, (sys.argv if argv is None else argv)[1:])])
+
+
 def environment(device: torch.device, config: RunConfig) -> dict[str, Any]:
     """What a reader needs to reproduce the run: versions, hardware, seed, command, commit."""
     try:
@@ -135,7 +150,7 @@ def environment(device: torch.device, config: RunConfig) -> dict[str, Any]:
         "device_name": torch.cuda.get_device_name(device) if device.type == "cuda" else platform.processor(),
         "cpu_count": os.cpu_count(), "torch_threads": torch.get_num_threads(),
         "processes": distributed.world_size(),
-        "seed": config.seed, "command": " ".join(sys.argv), "git_commit": commit or None,
+        "seed": config.seed, "command": command_line(), "git_commit": commit or None,
         "started": datetime.now(timezone.utc).isoformat(timespec="seconds"),
     }
 

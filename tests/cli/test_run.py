@@ -14,7 +14,7 @@ import torch
 
 from metalearn.cli.config import ConfigError, load_config
 from metalearn.cli.main import main
-from metalearn.cli.runner import evaluate, run
+from metalearn.cli.runner import command_line, evaluate, run
 from metalearn.learners import CLASSIFICATION, Learner, register
 from metalearn.protocol import NonFiniteLossError
 from metalearn.tracking import load_results
@@ -204,3 +204,11 @@ def test_evaluate_tests_a_few_shot_run_on_another_benchmark_with_more_shots(data
     assert digits["tasks"][0]["task"] == "omniglot-to-mnist" and 0 < digits["tasks"][0]["accuracy"] <= 1
     saved = tmp_path / "run" / "evaluations" / "benchmark.name=omniglot_to_mnist_protocol.k_shot=3.json"
     assert json.loads(saved.read_text())["tasks"] == digits["tasks"]
+
+
+def test_the_recorded_command_reruns_from_the_working_folder(tmp_path, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    argv = ["/opt/venv/bin/metalearn", "run", str(tmp_path / "configs" / "my run.yaml"),
+            "--data-root", "/srv/data", "learner.options.lr=0.01"]
+    assert command_line(argv) == \
+        "metalearn run 'configs/my run.yaml' --data-root /srv/data learner.options.lr=0.01"
