@@ -47,6 +47,7 @@ import ctypes
 import dataclasses
 import functools
 import json
+import os
 import platform
 import queue
 import shlex
@@ -212,30 +213,58 @@ def meta_gradient(meta_step: MetaStep, model: nn.Module, batch: EpisodeBatch) ->
     return [p.grad.detach().clone() for p in model.parameters()]
 
 
+class Memory:
+    """The memory in use and its peak since the last reset: CUDA's allocator on a GPU, the
+    resident set on a Linux CPU (an error naming the fix elsewhere)."""
+
+    def __init__(self, device: torch.device) -> None:
+        self.device = device
+        if device.type == "cpu":
+            if not Path("/proc/self/statm").is_file():
+                raise RuntimeError("the resident set is read from /proc/self (Linux); on this "
+                                   "system measure with --device cuda")
+            self.libc = ctypes.CDLL("libc.so.6")
+
+    def _settle(self) -> None:
+        if self.device.type == "cuda":
+            torch.cuda.synchronize(self.device)
+        else:
+            self.libc.malloc_trim(0)  # freed heap back to the OS: the resident set is what is live
+
+    def in_use(self) -> int:
+        self._settle()
+        if self.device.type == "cuda":
+            return torch.cuda.memory_allocated(self.device)
+        resident_pages = int(Path("/proc/self/statm").read_text().split()[1])
+        return resident_pages * os.sysconf("SC_PAGE_SIZE")
+
+    def reset_peak(self) -> None:
+        self._settle()
+        if self.device.type == "cuda":
+            torch.cuda.reset_peak_memory_stats(self.device)
+        else:
+            Path("/proc/self/clear_refs").write_text("5")  # the high-water mark VmHWM := VmRSS
+
+    def peak(self) -> int:
+        self._settle()
+        if self.device.type == "cuda":
+            return torch.cuda.max_memory_allocated(self.device)
+        status = Path("/proc/self/status").read_text().splitlines()
+        return int(next(line for line in status if line.startswith("VmHWM:")).split()[1]) * 1024
+
+
 def peak_memory_mib(device: torch.device, block: Callable[[], object]) -> tuple[object, int | None]:
-    """``block()``'s result and its peak memory in MiB (None where it cannot be read: a CPU
-    without Linux's /proc). On a CPU, freed heap goes back to the OS first (malloc_trim), so that
-    memory an earlier block freed does not hide this one's growth."""
-    if device.type == "cuda":
-        synchronize(device)
-        torch.cuda.reset_peak_memory_stats(device)
-        result = block()
-        synchronize(device)
-        return result, round(torch.cuda.max_memory_allocated(device) / 2**20)
-    status = Path("/proc/self/status")
+    """``block()``'s result and its peak memory in MiB: on a GPU the allocator's peak, on a CPU
+    the resident set's rise above where it was (None without Linux's /proc). Freed heap goes back
+    to the OS first, so memory an earlier block freed does not hide this one's growth."""
     try:
-        ctypes.CDLL("libc.so.6").malloc_trim(0)
-        Path("/proc/self/clear_refs").write_text("5")  # resets the high-water mark VmHWM
-    except OSError:
+        memory = Memory(device)
+    except RuntimeError:
         return block(), None
-
-    def kib(key: str) -> int:
-        line = next(line for line in status.read_text().splitlines() if line.startswith(key))
-        return int(line.split()[1])
-
-    before = kib("VmRSS:")
+    memory.reset_peak()
+    before = memory.in_use() if device.type == "cpu" else 0
     result = block()
-    return result, round((kib("VmHWM:") - before) / 1024)
+    return result, round((memory.peak() - before) / 2**20)
 
 
 def as_float64(batch: EpisodeBatch) -> EpisodeBatch:

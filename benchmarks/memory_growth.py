@@ -30,10 +30,8 @@ loop one episode's at a time (so its figure per episode shrinks as the meta-batc
 from __future__ import annotations
 
 import argparse
-import ctypes
 import gc
 import json
-import os
 import shlex
 import statistics
 import sys
@@ -48,7 +46,7 @@ from metalearn.learners import Learner, LearnerContext, get_learner
 from metalearn.models import Conv4
 from metalearn.tasks import EpisodeBatch
 
-from maml_speed import cpu_name  # benchmarks/ is on the path of its scripts
+from maml_speed import Memory, cpu_name  # benchmarks/ is on the path of its scripts
 
 RESULTS = Path(__file__).parent / "results"
 N_WAY, K_SHOT, Q_QUERY, SIZE = 5, 1, 15, 28
@@ -87,46 +85,6 @@ def training(learner: Learner, meta_batch: int, device: torch.device) -> Callabl
     """One meta-training iteration of ``learner`` per call, each on a new random meta-batch."""
     generator = torch.Generator(device).manual_seed(0)
     return lambda iteration: learner.train_step(random_episodes(meta_batch, generator))
-
-
-class Memory:
-    """The memory in use and its peak since the last reset: CUDA's allocator on a GPU, the
-    resident set on a Linux CPU (an error naming the fix elsewhere)."""
-
-    def __init__(self, device: torch.device) -> None:
-        self.device = device
-        if device.type == "cpu":
-            if not Path("/proc/self/statm").is_file():
-                raise RuntimeError("the resident set is read from /proc/self (Linux); on this "
-                                   "system measure with --device cuda")
-            self.libc = ctypes.CDLL("libc.so.6")
-
-    def _settle(self) -> None:
-        if self.device.type == "cuda":
-            torch.cuda.synchronize(self.device)
-        else:
-            self.libc.malloc_trim(0)  # freed heap back to the OS: the resident set is what is live
-
-    def in_use(self) -> int:
-        self._settle()
-        if self.device.type == "cuda":
-            return torch.cuda.memory_allocated(self.device)
-        resident_pages = int(Path("/proc/self/statm").read_text().split()[1])
-        return resident_pages * os.sysconf("SC_PAGE_SIZE")
-
-    def reset_peak(self) -> None:
-        self._settle()
-        if self.device.type == "cuda":
-            torch.cuda.reset_peak_memory_stats(self.device)
-        else:
-            Path("/proc/self/clear_refs").write_text("5")  # the high-water mark VmHWM := VmRSS
-
-    def peak(self) -> int:
-        self._settle()
-        if self.device.type == "cuda":
-            return torch.cuda.max_memory_allocated(self.device)
-        status = Path("/proc/self/status").read_text().splitlines()
-        return int(next(line for line in status if line.startswith("VmHWM:")).split()[1]) * 1024
 
 
 def live_tensors() -> tuple[int, int]:
