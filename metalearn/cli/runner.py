@@ -230,7 +230,7 @@ def run(config: RunConfig, run_dir: Path | None = None, resume: bool = False,
     run_dir = run_dir if resume else distributed.on_main(lambda: claim_folder(config, run_dir))
     try:
         tracker.start(run_dir, config.model_dump(mode="json"), environment(device, config),
-                      total_steps=len(stream) * config.protocol.steps_per_task)
+                      total_steps=protocol.total_steps())
         protocol.run(results, run_dir)
     finally:  # a stop signal now (torchrun's to the survivors of a dead process) waits for these
         with StopSignals():

@@ -1,32 +1,27 @@
-"""Learners: one file each, registered by name. ``metalearn list`` shows them all."""
+"""Learners: one file each, registered by name. ``metalearn list`` shows them all.
 
-from metalearn.learners import (  # noqa: F401  (registers them)
-    dgr,
-    ewc,
-    finetune,
-    joint,
-    lstm_optimizer,
-    maml,
-    mas,
-    meta_lstm,
-    meta_sgd,
-    online_ewc,
-    packnet,
-    pretrain_finetune,
-    reptile,
-    si,
-)
+Every module of this package is imported here, so a new learner is one new file: its
+``@register`` runs on import, with no list to edit.
+"""
+
+import importlib
+import pkgutil
+
 from metalearn.learners.base import (
     CLASSIFICATION,
     EPISODIC,
     Learner,
     LearnerContext,
     LearnerOptions,
+    Phase,
     adam,
     check_compatible,
     masked_cross_entropy,
 )
 from metalearn.learners.registry import available_learners, get_learner, register
+
+for _module in pkgutil.iter_modules(__path__):
+    importlib.import_module(f"{__name__}.{_module.name}")
 
 __all__ = [
     "CLASSIFICATION",
@@ -34,6 +29,7 @@ __all__ = [
     "Learner",
     "LearnerContext",
     "LearnerOptions",
+    "Phase",
     "adam",
     "available_learners",
     "check_compatible",

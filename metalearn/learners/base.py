@@ -1,8 +1,9 @@
 """The learner contract shared by meta-learners and continual learners.
 
 The training loop and the evaluation belong to the protocol; a learner says only what is
-special about it. For each task of a stream the protocol calls ``begin_task``, then
-``train_step`` once per training step, then ``end_task``, and evaluates every task with
+special about it. For each task of a stream the protocol calls ``begin_task``, then for each
+of the task's ``phases`` ``begin_phase`` and ``train_step`` once per training step, then
+``end_task``, and evaluates every task with
 ``predict`` (classification tasks: logits over the model's outputs) or ``predict_episodes``
 (few-shot tasks: adapt on each episode's support set, return logits for its queries), then
 asks it for a ``report`` of the task (numbers and images to keep with the run).
@@ -30,6 +31,16 @@ class LearnerOptions(pydantic.BaseModel):
     """Base of every learner's hyperparameters: unknown keys are an error."""
 
     model_config = pydantic.ConfigDict(extra="forbid")
+
+
+@dataclass(frozen=True)
+class Phase:
+    """A stretch of training on one task: ``steps`` calls of ``train_step`` after
+    ``begin_phase(task_index, name)``. Values logged in a phase other than ``"train"`` are
+    kept as curves named ``"<phase>/<value>"``."""
+
+    name: str
+    steps: int
 
 
 @dataclass(frozen=True)
@@ -78,8 +89,20 @@ class Learner(abc.ABC):
     def begin_task(self, task_index: int) -> None:
         """Called before training on task ``task_index``."""
 
-    def training_batches(self, task_index: int) -> Iterator[Any] | None:
-        """The batches ``train_step`` gets on this task, or None for the protocol's own.
+    def phases(self, task_index: int, steps: int) -> list[Phase]:
+        """How training on task ``task_index`` is split; ``steps`` is the protocol's
+        ``steps_per_task``. By default one phase, ``"train"``, of ``steps``. A learner with more
+        training per task (PackNet's retraining after pruning) adds phases, so the protocol
+        logs, checks, times and counts those steps like any others. Fixed by the options (the
+        progress bar's total is summed from it before training)."""
+        return [Phase("train", steps)]
+
+    def begin_phase(self, task_index: int, phase: str) -> None:
+        """Called before each phase of a task's training (after ``begin_task`` for the first)."""
+
+    def training_batches(self, task_index: int, phase: str = "train") -> Iterator[Any] | None:
+        """The batches ``train_step`` gets in this phase of the task, or None for the protocol's
+        own (the task's minibatches or episodes, continued across phases).
 
         Override to train on other data than the current task's minibatches or episodes
         (joint training, pretraining on a pool's classes); draw randomness from
@@ -93,6 +116,12 @@ class Learner(abc.ABC):
 
     def end_task(self, task_index: int) -> None:
         """Called after training on task ``task_index``, before it is evaluated."""
+
+    def model_size_bits(self) -> int:
+        """What the learner stores to predict, in bits: by default the model's parameters at
+        their precision. Learners that keep more (masks, columns) count it (a mask entry is one
+        bit); recorded after every task as the results' ``model_size_bits``."""
+        return sum(p.numel() * p.element_size() * 8 for p in self.model.parameters())
 
     def report(self, task_index: int) -> dict[str, float | torch.Tensor]:
         """What the learner shows after task ``task_index`` was trained and evaluated.

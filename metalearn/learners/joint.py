@@ -28,7 +28,7 @@ class Joint(FineTune):
     name = "joint"
     Options = JointOptions
 
-    def training_batches(self, task_index: int) -> Iterator[Batch]:
+    def training_batches(self, task_index: int, phase: str = "train") -> Iterator[Batch]:
         return self.context.stream.train_batches(
             self.context.scenario, range(task_index + 1), self.options.batch_size,
             JOINT_BATCHES.generator(self.context.seed, task_index), seen=task_index + 1,

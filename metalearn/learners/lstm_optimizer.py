@@ -24,6 +24,7 @@ from __future__ import annotations
 
 import copy
 import itertools
+import math
 import warnings
 from typing import Any, Iterable
 
@@ -124,7 +125,8 @@ class LSTMOptimizer(Learner):
         self.unroll_losses: list[torch.Tensor] = []
         self.task_index, self.batch_size = 0, 1  # where and how selection draws its minibatches
         self.best_score, self.best_network = None, None  # the selected rule, once there is one
-        self.selections: list[tuple[int, float]] = []  # (optimisees so far, score) of each
+        self.selections: list[tuple[int, float | None]] = []  # (optimisees so far, score;
+        # None: rejected) of each
 
     def begin_task(self, task_index: int) -> None:
         self.task_index = task_index
@@ -159,7 +161,9 @@ class LSTMOptimizer(Learner):
         if self.step == self.options.horizon:
             self.step = 0
             if self.options.select_every and self.optimisees % self.options.select_every == 0:
-                values["selection_loss"] = torch.tensor(self._select(), dtype=torch.float64)
+                score = self._select()
+                if math.isfinite(score):  # a diverging rule is rejected, not a failed run
+                    values["selection_loss"] = torch.tensor(score, dtype=torch.float64)
         return values
 
     def selection_batches(self, k: int) -> list[Batch]:
@@ -180,10 +184,15 @@ class LSTMOptimizer(Learner):
         return float(np.mean(finals))
 
     def _select(self) -> float:
-        """Score the current rule; keep a copy if it is the best so far."""
+        """Score the current rule; keep a copy if it is the best so far. A rule whose held-out
+        optimisees diverge (a NaN or infinite final loss) is rejected with a warning."""
         score = self.selection_score()
-        self.selections.append((self.optimisees, score))
-        if self.best_score is None or score < self.best_score:
+        self.selections.append((self.optimisees, score if math.isfinite(score) else None))
+        if not math.isfinite(score):
+            warnings.warn(f"the LSTM optimizer's rule after {self.optimisees} optimisees drove its "
+                          f"held-out optimisees to a final loss of {score}; it is rejected and "
+                          "the best rule so far stays selected", stacklevel=2)
+        elif self.best_score is None or score < self.best_score:
             self.best_score = score
             self.best_network = copy.deepcopy(self.network.state_dict())
         return score

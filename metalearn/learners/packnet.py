@@ -2,15 +2,17 @@
 Iterative Pruning", CVPR): one network, a disjoint set of weights per task.
 
 Every weight of an ``nn.Linear`` or ``nn.Conv2d`` (the head included) has an owner: free, or
-the task that kept it. A task trains only free weights; after it, the smallest-magnitude
+the task that kept it. A task trains only free weights; then the smallest-magnitude
 ``prune_fraction`` of the weights it trained (per layer) are pruned back to free, at zero, the
-survivors are retrained alone on the task's data, and the task owns them from then on. Task t is
+survivors are retrained alone on the task's data (the phase ``retrain``), and the task owns
+them from then on. Task t is
 predicted with the weights of tasks 0..t only, so later tasks cannot change its predictions.
 """
 
 from __future__ import annotations
 
-from typing import Any
+import math
+from typing import Any, Iterator
 
 import pydantic
 import torch
@@ -21,6 +23,7 @@ from metalearn.learners.base import (
     CLASSIFICATION,
     Learner,
     LearnerContext,
+    Phase,
     adam,
     masked_cross_entropy,
 )
@@ -106,26 +109,46 @@ class PackNet(Learner):
         self.optimizer.step()
         return loss.detach()
 
-    def end_task(self, task_index: int) -> None:
-        """Prune the task's smallest trained weights, retrain the survivors, hand them over."""
-        owner_id = task_index + 1
-        with torch.no_grad():
-            for w, owner, start in zip(self.weights.values(), self.owners, self.at_start):
-                trained = ((owner == FREE) & (w != start)).flatten().nonzero().squeeze(1)
-                keep = len(trained) - round(self.options.prune_fraction * len(trained))
-                largest = torch.argsort(w.flatten()[trained].abs(), descending=True, stable=True)
-                owner.view(-1)[trained[largest[:keep]]] = owner_id
-                w.masked_fill_(owner == FREE, 0)
-        del self.at_start
-        self._start_phase(owner_id, self.options.retrain_lr)
-        batches = self.context.stream.train_batches(
+    def phases(self, task_index: int, steps: int) -> list[Phase]:
+        """Training on the free weights, then retraining the survivors of pruning."""
+        return [Phase("train", steps), Phase("retrain", self.options.retrain_steps)]
+
+    def begin_phase(self, task_index: int, phase: str) -> None:
+        """Before retraining: prune the task's smallest trained weights; the survivors train."""
+        if phase == "retrain":
+            self._prune(task_index)
+            self._start_phase(task_index + 1, self.options.retrain_lr)
+
+    def training_batches(self, task_index: int, phase: str = "train") -> Iterator[Batch] | None:
+        """Retraining draws its own minibatches (``options.batch_size``)."""
+        if phase != "retrain":
+            return None
+        return self.context.stream.train_batches(
             self.context.scenario, [task_index], self.options.batch_size,
             RETRAIN_BATCHES.generator(self.context.seed, task_index), seen=task_index + 1,
             setting="learner.options.batch_size",
         )
-        for _ in range(self.options.retrain_steps):
-            self._step(next(batches))
+
+    @torch.no_grad()
+    def _prune(self, task_index: int) -> None:
+        """Task ``task_index`` keeps the largest ``1 - prune_fraction`` of the weights it
+        trained; the rest go back to free, at zero."""
+        for w, owner, start in zip(self.weights.values(), self.owners, self.at_start):
+            trained = ((owner == FREE) & (w != start)).flatten().nonzero().squeeze(1)
+            keep = len(trained) - round(self.options.prune_fraction * len(trained))
+            largest = torch.argsort(w.flatten()[trained].abs(), descending=True, stable=True)
+            owner.view(-1)[trained[largest[:keep]]] = task_index + 1
+            w.masked_fill_(owner == FREE, 0)
+        del self.at_start
+
+    def end_task(self, task_index: int) -> None:
+        """The task's kept weights are its own from now on."""
         self.tasks_trained = task_index + 1
+
+    def model_size_bits(self) -> int:
+        """The network, plus each prunable weight's owner: ceil(log2(tasks + 1)) bits."""
+        owner_bits = max(1, math.ceil(math.log2(self.tasks_trained + 1)))
+        return super().model_size_bits() + owner_bits * sum(o.numel() for o in self.owners)
 
     @torch.no_grad()
     def predict(self, x: torch.Tensor, task_index: int | None) -> torch.Tensor:

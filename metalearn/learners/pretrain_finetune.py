@@ -54,7 +54,7 @@ class PretrainFineTune(Learner):
             self.model.head = nn.Linear(head.in_features, len(task.train)).to(self.context.device)
             self._new_optimizer()
 
-    def training_batches(self, task_index: int) -> Iterator[tuple[torch.Tensor, torch.Tensor]]:
+    def training_batches(self, task_index: int, phase: str = "train") -> Iterator[tuple[torch.Tensor, torch.Tensor]]:
         """Plain minibatches over every training class at once, instead of episodes."""
         return self._task(task_index).train.batches(
             self.options.batch_size,

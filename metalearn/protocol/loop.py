@@ -24,7 +24,7 @@ import pydantic
 import torch
 
 from metalearn import distributed
-from metalearn.learners import Learner
+from metalearn.learners import Learner, Phase
 from metalearn.protocol.checkpoint import CheckpointError, load_checkpoint, save_checkpoint
 from metalearn.protocol.metrics import few_shot_accuracy, summarize
 from metalearn.protocol.stopping import RunStopped, StopSignals
@@ -325,24 +325,55 @@ class Protocol:
                 "learning rate or check the inputs, then run again.")
         return state
 
+    def total_steps(self) -> int:
+        """Training steps of the whole run, every phase of every task."""
+        return sum(phase.steps for i in range(len(self.stream))
+                   for phase in self.learner.phases(i, self.settings.steps_per_task))
+
     def _train_task(self, i: int, first_step: int, global_step: int, results: RunResults,
                     checkpoint: Path) -> int:
-        """Train on task i from step ``first_step`` (0, or where a mid-task checkpoint left off:
-        the batches before it are drawn again and skipped, so the rest are the same)."""
+        """Train on task i, phase after phase, from step ``first_step`` of the task (0, or where
+        a mid-task checkpoint left off: the batches before it are drawn again and skipped, so
+        the rest are the same). Under select=best_validation the state tested is the best of
+        the task's last phase: an earlier phase's state misses what the later ones did."""
         self.learner.begin_task(i)
-        batches = self.learner.training_batches(i)
-        if batches is None:
-            batches = self._training_batches(i)
-        for _ in range(first_step):
+        protocol_batches = None  # the task's minibatches or episodes, continued across phases
+        phase_start = 0
+        for phase in self.learner.phases(i, self.settings.steps_per_task):
+            if first_step < phase_start + phase.steps:
+                if first_step <= phase_start:  # a resume inside the phase keeps its best so far
+                    self._best = None
+                self.learner.begin_phase(i, phase.name)
+                batches = self.learner.training_batches(i, phase.name)
+                if batches is None:
+                    protocol_batches = protocol_batches or self._training_batches(i)
+                    batches = protocol_batches
+                global_step = self._train_phase(i, phase, batches, phase_start,
+                                                max(first_step, phase_start), global_step,
+                                                results, checkpoint)
+            phase_start += phase.steps
+        self._select(i, global_step, results)
+        self.learner.end_task(i)
+        results.task_end_steps.append(global_step)
+        return global_step
+
+    def _train_phase(self, i: int, phase: Phase, batches: Iterator[Any], phase_start: int,
+                     first_step: int, global_step: int, results: RunResults,
+                     checkpoint: Path) -> int:
+        """Steps ``first_step`` to the end of ``phase`` of task i on ``batches``; task steps are
+        counted from the task's start, across phases."""
+        for _ in range(first_step - phase_start):
             next(batches)
-        timing = f"train_s/task_{i}"
+        prefix = "" if phase.name == "train" else f"{phase.name}/"
+        timing = f"{phase.name}_s/task_{i}"
         before, start = results.timings.get(timing, 0.0), time.perf_counter()  # earlier sessions
         validating = 0.0  # seconds of it spent on validation, counted apart
         s = self.settings
-        steps, every, validate_every = s.steps_per_task, s.checkpoint_every, s.validate_every
+        end, every, validate_every = phase_start + phase.steps, s.checkpoint_every, s.validate_every
         windows: dict[str, list[float]] = {}
-        for step in range(first_step, steps):
-            values = {k: float(v) for k, v in self.learner.train_step(next(batches)).items()}
+        for step in range(first_step, end):
+            values = {prefix + k: float(v)
+                      for k, v in self.learner.train_step(next(batches)).items()}
             bad = [k for k, v in values.items() if not math.isfinite(v)]
             if bad:
                 raise NonFiniteLossError(
@@ -356,20 +387,17 @@ class Protocol:
             for name, value in values.items():
                 windows.setdefault(name, []).append(value)
             # a resume starts at a multiple of checkpoint_every, so of log_every: whole windows
-            if (step + 1) % s.log_every == 0 or step == steps - 1:
+            if (step + 1) % s.log_every == 0 or step == end - 1:
                 for name, window in windows.items():
                     results.curves.setdefault(name, []).append((global_step, float(np.mean(window))))
                 windows = {}
-            if validate_every and ((step + 1) % validate_every == 0 or step == steps - 1):
+            if validate_every and ((step + 1) % validate_every == 0 or step == end - 1):
                 validating += self._validate(i, global_step, results, checkpoint)
             if (self.learner.resumes_mid_task and every and (step + 1) % every == 0
-                    and step + 1 < steps):
+                    and step + 1 < end):
                 results.timings[timing] = before + time.perf_counter() - start - validating
                 self._save(checkpoint, results, global_step, task_step=step + 1)
             self._check_stop()
-        self._select(i, global_step, results)
-        self.learner.end_task(i)
-        results.task_end_steps.append(global_step)
         results.timings[timing] = before + time.perf_counter() - start - validating  # across resumes
         return global_step
 
@@ -387,7 +415,8 @@ class Protocol:
     def _record_report(self, i: int, results: RunResults) -> dict[str, np.ndarray]:
         """Store the numbers of the learner's report after task i; return its images."""
         images = {}
-        for name, value in self.learner.report(i).items():
+        report = {"model_size_bits": self.learner.model_size_bits(), **self.learner.report(i)}
+        for name, value in report.items():
             if isinstance(value, torch.Tensor) and value.dim() == 4:
                 images[name] = value.detach().float().clamp(0, 1).cpu().numpy()
             elif isinstance(value, torch.Tensor) and value.numel() != 1:

@@ -22,22 +22,28 @@ def killed_and_resumed(tmp_path: Path, monkeypatch: pytest.MonkeyPatch):
     """
     def go(config: RunConfig) -> RunResults:
         learner_class = get_learner(config.learner.name)
-        original = learner_class.train_step
-        steps, calls = config.protocol.steps_per_task, {"n": 0}
-        kill_at = 2 * steps + KILLED_AT_STEP
+        train_step, begin_task = learner_class.train_step, learner_class.begin_task
+        begun: list[int] = []  # the tasks begun, in order
+        steps_in_task = {"n": 0}
+
+        def begin(self, task_index):
+            begun.append(task_index)
+            steps_in_task["n"] = 0
+            return begin_task(self, task_index)
 
         def killed_in_task_three(self, batch):
-            calls["n"] += 1
-            if calls["n"] == kill_at:
+            steps_in_task["n"] += 1
+            if begun[-1] == 2 and steps_in_task["n"] == KILLED_AT_STEP and len(begun) == 3:
                 raise KeyboardInterrupt
-            return original(self, batch)
+            return train_step(self, batch)
 
+        monkeypatch.setattr(learner_class, "begin_task", begin)
         monkeypatch.setattr(learner_class, "train_step", killed_in_task_three)
         with pytest.raises(KeyboardInterrupt):
             run(config, run_dir=tmp_path / "killed")
         resumed = run(config, run_dir=tmp_path / "killed", resume=True)
         n_tasks = len(resumed.task_names)
-        assert calls["n"] == kill_at + (n_tasks - 2) * steps, "the resume did not start at task 3"
+        assert begun == [0, 1, 2, *range(2, n_tasks)], "the resume did not start at task 3"
         return resumed
 
     return go

@@ -50,13 +50,24 @@ def train_task(learner, task_index, steps=60):
         learner.train_step(next(batches))
 
 
+def finish_task(learner, task_index):
+    """The protocol's part after the training steps: the later phases (pruning and
+    retraining), then ``end_task``."""
+    for phase in learner.phases(task_index, 0)[1:]:
+        learner.begin_phase(task_index, phase.name)
+        batches = learner.training_batches(task_index, phase.name)
+        for _ in range(phase.steps):
+            learner.train_step(next(batches))
+    learner.end_task(task_index)
+
+
 @pytest.mark.parametrize("model", MODELS)
 def test_earlier_tasks_predict_bit_identically_after_later_tasks(model):
     stream = bright_pixel_stream()
     learner = packnet(stream, model)
     x = torch.cat([stream[k].inputs(stream[k].test.images) for k in range(3)])
     train_task(learner, 0)
-    learner.end_task(0)
+    finish_task(learner, 0)
     after_first = learner.predict(x, 0)
     kept = {name: w.detach().clone() for name, w in learner.weights.items()}
     first_task_only = [*learner.first_task_only, *learner.model.buffers()]  # biases, BatchNorm
@@ -65,7 +76,7 @@ def test_earlier_tasks_predict_bit_identically_after_later_tasks(model):
     network_after_first = learner.model(x).detach()
     for k in (1, 2):
         train_task(learner, k)
-        learner.end_task(k)
+        finish_task(learner, k)
         assert torch.equal(learner.predict(x, 0), after_first)
     for (name, w), owner in zip(learner.weights.items(), learner.owners):
         assert torch.equal(w[owner == 1], kept[name][owner == 1]), f"task 0's {name} moved"
@@ -87,7 +98,7 @@ def test_owners_are_disjoint_and_each_task_keeps_its_share_of_what_it_trained():
         trained = [(owner == FREE) & (w != start) for w, owner, start in
                    zip(before_pruning, learner.owners, learner.at_start)]
         owners_before = [owner.clone() for owner in learner.owners]
-        learner.end_task(k)
+        finish_task(learner, k)
         for owner, earlier, was_trained, value in zip(learner.owners, owners_before, trained,
                                                       before_pruning):
             assert torch.equal(owner[earlier != FREE], earlier[earlier != FREE]), "an owner changed"
@@ -113,13 +124,13 @@ def test_pruned_weights_stay_zero_until_a_later_task_trains_them():
     stream = bright_pixel_stream()
     learner = packnet(stream, retrain_steps=30)
     train_task(learner, 0)
-    learner.end_task(0)  # retrains the survivors for 30 steps
+    finish_task(learner, 0)  # retrains the survivors for 30 steps
     free = [owner == FREE for owner in learner.owners]
     assert all(torch.equal(w[f], torch.zeros_like(w[f])) for w, f in zip(learner.weights.values(), free))
     train_task(learner, 1)
     reused = sum(int((w[f] != 0).sum()) for w, f in zip(learner.weights.values(), free))
     assert reused > 0, "task 1 trained none of the freed weights"
-    learner.end_task(1)
+    finish_task(learner, 1)
     for w, owner in zip(learner.weights.values(), learner.owners):
         assert torch.equal(w[owner == FREE], torch.zeros_like(w[owner == FREE]))
 
@@ -155,3 +166,37 @@ def test_learns_split_mnist_task_incremental_without_forgetting(tiny_config, tmp
     used, free = results.task_values["capacity_used"], results.task_values["capacity_free"]
     assert all(0 < u < 0.5 for u in used)  # at most half of what each task trained
     assert sum(used) + free[-1] == pytest.approx(1.0)
+
+
+def test_retraining_is_a_phase_of_the_protocol_logged_timed_and_counted(tiny_config, tmp_path):
+    options = {"lr": 0.01, "retrain_steps": 10}
+    config = load_config(tiny_config(learner={"name": "packnet", "options": options},
+                                     scenario="task", protocol__steps_per_task=20,
+                                     protocol__log_every=5))
+    results = run(config, run_dir=tmp_path / "run")
+    tasks = len(results.task_names)
+    assert results.task_end_steps == [30 * (k + 1) for k in range(tasks)]
+    assert [step for step, _ in results.curves["retrain/loss"]][:2] == [25, 30]
+    assert [step for step, _ in results.curves["loss"]][:4] == [5, 10, 15, 20]
+    assert all(results.timings[f"retrain_s/task_{k}"] > 0 for k in range(tasks))
+    sizes = results.task_values["model_size_bits"]
+    assert sizes[0] < sizes[-1]  # the owners' bits grow with the tasks
+
+
+def test_a_nan_in_retraining_stops_the_run_with_the_completed_tasks_kept(tiny_config, tmp_path,
+                                                                        monkeypatch):
+    from metalearn.protocol.loop import NonFiniteLossError
+    retrain_steps = []
+
+    def step(self, batch):
+        retrain_steps.append(self.optimizer.param_groups[0]["lr"] == self.options.retrain_lr)
+        loss = original(self, batch)
+        return loss * float("nan") if sum(retrain_steps) == 5 else loss
+
+    original = PackNet._step
+    monkeypatch.setattr(PackNet, "_step", step)
+    options = {"lr": 0.01, "retrain_steps": 10, "retrain_lr": 0.002}
+    config = load_config(tiny_config(learner={"name": "packnet", "options": options},
+                                     scenario="task", protocol__steps_per_task=20))
+    with pytest.raises(NonFiniteLossError, match=r"retrain/loss is nan at task 0 .*step 24"):
+        run(config, run_dir=tmp_path / "run")
