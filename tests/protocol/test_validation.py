@@ -11,7 +11,7 @@ import torch.nn.functional as F
 from metalearn.cli.config import ConfigError, load_config, validate_config
 from metalearn.cli.main import main
 from metalearn.cli.runner import run
-from metalearn.learners import CLASSIFICATION, Learner, LearnerContext, get_learner
+from metalearn.learners import CLASSIFICATION, Learner, LearnerContext, Phase, get_learner
 from metalearn.models import MLP
 from metalearn.protocol import Protocol, ProtocolSettings, RunStopped
 from metalearn.protocol.checkpoint import CheckpointError, load_checkpoint
@@ -98,6 +98,26 @@ def test_best_validation_tests_the_early_state_when_validation_accuracy_falls(tm
     assert results.task_end_steps == [2 * PEAK]
     best = load_checkpoint(tmp_path / "best.pt", holds=("learner", "step"))
     assert (best["task"], best["step"], int(best["learner"]["steps"])) == (0, PEAK, PEAK)
+
+
+class PeaksInFirstPhase(PeaksEarly):
+    """PeaksEarly whose task is two phases: ``train`` up to the peak, ``polish`` after it."""
+
+    def phases(self, task_index, steps):
+        return [Phase("train", PEAK), Phase("polish", steps - PEAK)]
+
+
+def test_phases_are_validated_at_their_ends_and_selection_keeps_the_last_phases_best(tmp_path):
+    protocol, results = one_task(PeaksInFirstPhase, validate_every=4, select="best_validation")
+    protocol.run(results, tmp_path)
+    assert results.validation_curves == {"t0": [(3, 0.3), (4, 0.2), (6, 0.0)]}
+    assert results.selection == [{"rule": "best_validation", "step": PEAK + 1,
+                                  "validation_accuracy": pytest.approx(0.2)}]
+    assert results.accuracy[0, 0] == pytest.approx(0.2)  # not the first phase's better 0.3
+    assert [step for step, _ in results.curves["loss"]] == [2, 3]
+    assert [step for step, _ in results.curves["polish/loss"]] == [4, 6]
+    assert {"train_s/task_0", "polish_s/task_0"} <= set(results.timings)
+    assert protocol.total_steps() == 2 * PEAK
 
 
 def test_last_tests_the_last_state_and_records_its_validation(tmp_path):
