@@ -85,6 +85,8 @@ def omniglot_alphabet_stream(
     test_fraction: float = 0.25,
     seed: int = 0,
     rotations: tuple[int, ...] = (),
+    validation_fraction: float = 0.0,
+    joint: bool = False,
     data_root: str | Path | None = None,
     device: torch.device | str = "cpu",
 ) -> Stream:
@@ -93,27 +95,35 @@ def omniglot_alphabet_stream(
     The 50 alphabets are shuffled with ``seed`` and dealt into ``n_tasks`` groups of nearly
     equal size. In each group a ``test_fraction`` of the characters (chosen with ``seed``) is
     held out as that task's test classes, so R[i, j] measures few-shot accuracy on unseen
-    characters of group j after meta-training on groups 0..i.
+    characters of group j after meta-training on groups 0..i; a ``validation_fraction`` more
+    are held out as its validation classes (to choose settings and states on). ``joint``
+    meta-trains task i on the training characters of groups 0..i together (joint training on
+    everything seen so far: the upper bound of a continual meta-learner), tests as without.
     """
     data = load_omniglot(data_root)
     alphabets = sorted(set(data.alphabets))
     if not 1 <= n_tasks <= len(alphabets):
         raise ValueError(f"n_tasks must be between 1 and {len(alphabets)} (one alphabet per task)")
-    if not 0 < test_fraction < 1:
-        raise ValueError(f"test_fraction must be in (0, 1), got {test_fraction}")
+    if not 0 < test_fraction < 1 or not 0 <= validation_fraction < 1 - test_fraction:
+        raise ValueError(f"test_fraction must be in (0, 1) and validation_fraction in [0, 1 - "
+                         f"test_fraction), got {test_fraction} and {validation_fraction}")
     state = np.random.RandomState(seed)
     groups = np.array_split(state.permutation(len(alphabets)), n_tasks)
     everything = ClassPool.from_grouped(data.images, data.characters).to(device)
-    tasks = []
+    tasks, seen_train = [], []
     for i, group in enumerate(groups):
         members = {alphabets[a] for a in group}
         ids = [c for c, alphabet in enumerate(data.alphabets) if alphabet in members]
         shuffled = state.permutation(ids).tolist()
         n_test = max(1, round(test_fraction * len(ids)))
-        train = everything.subset(sorted(shuffled[n_test:]))
+        n_validation = round(validation_fraction * len(ids))
+        seen_train += shuffled[n_test + n_validation:]
+        train = everything.subset(sorted(seen_train if joint else shuffled[n_test + n_validation:]))
         tasks.append(EpisodicTask(
             name=f"alphabets-{i}",
             train=train.with_rotations(rotations) if rotations else train,
             test=everything.subset(sorted(shuffled[:n_test])),
+            validation=everything.subset(sorted(shuffled[n_test:n_test + n_validation]))
+            if n_validation else None,
         ))
     return Stream(f"omniglot-alphabets-{n_tasks}", tuple(tasks), frozenset())
