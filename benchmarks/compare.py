@@ -5,7 +5,8 @@ run``s; this script only reads their folders. The summary (mean and standard err
 of ACC, BWT, FWT and forgetting, ACC beside the published value, for few-shot runs the 95%
 confidence interval over test episodes, the validation accuracy where runs validated, and the
 best grid point per learner and scenario by that validation accuracy) is printed and written to
-``<out>/summary.json`` and ``<out>/summary.md``.
+``<out>/summary.json`` and ``<out>/summary.md``. The summary itself is
+``metalearn.sweep.summary``'s, which ``metalearn reproduce``'s report shares.
 
     metalearn sweep benchmarks/sweeps/split_mnist/baselines.yaml
     python benchmarks/compare.py runs/sweeps/split_mnist_baselines/summary.json \\
@@ -28,15 +29,13 @@ import shlex
 import sys
 from pathlib import Path
 
-import numpy as np
 import yaml
 from rich.console import Console
-from rich.table import Table
 
 from metalearn.results import RunResults
-from metalearn.tracking.run_folder import load_results
+from metalearn.sweep.summary import best_options, load_finished, summarize, table
 
-METRICS = ("acc", "bwt", "fwt", "forgetting")
+__all__ = ["best_options", "read_runs", "summarize", "table"]
 
 
 def read_runs(arguments: list[str]) -> list[tuple[RunResults, str, dict]]:
@@ -52,75 +51,10 @@ def read_runs(arguments: list[str]) -> list[tuple[RunResults, str, dict]]:
         else:
             entries = [t for t in json.loads(path.read_text())["trials"] if t["status"] != "failed"]
         for entry in entries:
-            result = load_results(entry["run_dir"])
-            if result.completed_tasks < len(result.task_names):
-                print(f"leaving out {entry['run_dir']}: it stopped after {result.completed_tasks} of "
-                      f"{len(result.task_names)} tasks (run its sweep again to finish it)")
-                continue
-            runs.append((result, entry["label"] or result.learner, entry["settings"]))
+            result = load_finished(entry["run_dir"])
+            if result is not None:
+                runs.append((result, entry["label"] or result.learner, entry["settings"]))
     return runs
-
-
-def summarize(results: list[tuple[RunResults, str, dict]], published: dict) -> list[dict]:
-    """One row per learner, scenario and grid point: each metric's mean and standard error over
-    seeds (in %), beside the published ACC."""
-    groups: dict[tuple, list[RunResults]] = {}
-    for result, label, point in results:
-        groups.setdefault((label, result.scenario, json.dumps(point, sort_keys=True)), []).append(result)
-    rows = []
-    for (learner, scenario, point), runs in groups.items():
-        reference = published.get(learner, {}).get(scenario or "fewshot")
-        row = {"learner": learner, "scenario": scenario, "options": json.loads(point),
-               "seeds": [r.seed for r in runs], "published": reference}
-        for metric in (*METRICS, "val_acc"):
-            values = np.array([100 * r.metrics.get(metric, np.nan) for r in runs])
-            row[f"{metric}_mean"] = round(float(values.mean()), 2)
-            row[f"{metric}_sem"] = (round(float(values.std(ddof=1) / np.sqrt(len(runs))), 2)
-                                    if len(runs) > 1 else None)
-        intervals = [r.metrics["acc_ci95"] for r in runs if r.metrics.get("acc_ci95") is not None]
-        row["acc_ci95_mean"] = round(100 * float(np.mean(intervals)), 2) if intervals else None
-        row["difference"] = None if reference is None else round(row["acc_mean"] - reference, 2)
-        # seconds of training and evaluation (the run's timings), without start-up and data loading
-        row["time_s_mean"] = round(float(np.mean([sum(r.timings.values()) for r in runs])), 1)
-        rows.append(row)
-    return rows
-
-
-def best_options(rows: list[dict]) -> dict:
-    """learner -> scenario -> the options of the grid point with the highest mean validation
-    accuracy (never the test set's); rows of runs that did not validate are no candidates."""
-    best: dict = {}
-    validated = [row for row in rows if not np.isnan(row["val_acc_mean"])]
-    for row in sorted(validated, key=lambda r: r["val_acc_mean"]):
-        best.setdefault(row["learner"], {})[row["scenario"] or "fewshot"] = {
-            key.rsplit(".", 1)[-1]: value for key, value in row["options"].items()}
-    return best
-
-
-def interval(half_width: float | None) -> str:
-    return "" if half_width is None else f"± {half_width:.2f}"
-
-
-def table(rows: list[dict]) -> Table:
-    view = Table(title="Metrics over seeds (%, mean ± s.e.): ours vs published ACC")
-    intervals = any(r["acc_ci95_mean"] is not None for r in rows)  # few-shot: over test episodes
-    columns = ["learner", "scenario", *(["options"] if any(r["options"] for r in rows) else []),
-               "seeds", "ACC", *(["95% CI of a run"] if intervals else []), "published",
-               "difference", "BWT", "FWT", "forgetting",
-               *(["validation ACC"] if any(not np.isnan(r["val_acc_mean"]) for r in rows) else [])]
-    for column in columns:
-        view.add_column(column)
-    for row in rows:
-        def cell(metric: str) -> str:
-            error = row[f"{metric}_sem"]
-            return f"{row[f'{metric}_mean']:.2f}" + ("" if error is None else f" ± {error:.2f}")
-        options = [" ".join(f"{k.rsplit('.', 1)[-1]}={v}" for k, v in row["options"].items())]
-        view.add_row(row["learner"], str(row["scenario"]), *(options if "options" in columns else []),
-                     str(len(row["seeds"])), cell("acc"),
-                     *([interval(row["acc_ci95_mean"])] if intervals else []), str(row["published"]),
-                     str(row["difference"]), cell("bwt"), cell("fwt"), cell("forgetting"),
-                     *([cell("val_acc")] if "validation ACC" in columns else []))
-    return view
 
 
 def main() -> None:

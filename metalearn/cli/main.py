@@ -1,5 +1,5 @@
 """``metalearn run CONFIG [key=value ...]``, ``metalearn evaluate RUN_DIR [key=value ...]``,
-``metalearn sweep SPEC [--address ADDR]`` and ``metalearn list``."""
+``metalearn sweep SPEC [--address ADDR]``, ``metalearn reproduce [--budget B]`` and ``metalearn list``."""
 
 from __future__ import annotations
 
@@ -60,11 +60,24 @@ def main(argv: Sequence[str] | None = None) -> int:
     sweep_parser.add_argument("--address", help="the Ray cluster to run on (default: RAY_ADDRESS, "
                               "else Ray started inside this command on this machine)")
 
+    reproduce_parser = commands.add_parser(
+        "reproduce", help="run the whole comparison of a suite spec at a budget, then write its "
+        "report (docs/report.md)")
+    reproduce_parser.add_argument("--budget", default="smoke",
+                                  help="a budget of the suite: smoke, cpu or paper (default smoke)")
+    reproduce_parser.add_argument("--suite", type=Path,
+                                  help="the suite spec (default benchmarks/suites/learners/suite.yaml)")
+    reproduce_parser.add_argument("--out", type=Path,
+                                  help="the report's folder (default benchmarks/results/report_BUDGET)")
+    reproduce_parser.add_argument("--address", help="the Ray cluster to run on, as for sweep")
+    reproduce_parser.add_argument("--readme", action="store_true",
+                                  help="also write README.md's learner table from the report")
+
     commands.add_parser("list", help="show learners, benchmarks, scenarios and models")
     args, extra = parser.parse_known_args(argv)
     # Overrides typed after the flags (run CONFIG --data-root DATA key=value) are overrides too.
     unknown = [item for item in extra if item.startswith("-") or "=" not in item]
-    if unknown or (extra and args.command in ("list", "sweep")):
+    if unknown or (extra and args.command in ("list", "sweep", "reproduce")):
         parser.error(f"unrecognized arguments: {' '.join(unknown or extra)}")
     if args.command == "list":
         print(_listing())
@@ -73,6 +86,10 @@ def main(argv: Sequence[str] | None = None) -> int:
         from metalearn.sweep.command import sweep  # Ray is imported only by a sweep
 
         return sweep(args.spec, args.address)
+    if args.command == "reproduce":
+        from metalearn.sweep.reproduce import reproduce
+
+        return reproduce(args.suite, args.budget, args.out, args.address, args.readme)
     args.overrides += extra
     if args.command == "run" and args.nproc != 1 and "WORLD_SIZE" not in os.environ:
         if args.nproc < 1:

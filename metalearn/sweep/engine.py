@@ -14,15 +14,16 @@ import socket
 import subprocess
 import sys
 from pathlib import Path
-from typing import Any, Sequence
+from typing import Any, Callable, Sequence
 
 from metalearn.cli.runner import run_name
-from metalearn.sweep.spec import SweepSpec, Trial, trials
+from metalearn.sweep.spec import Resources, SweepSpec, Trial, trials
 from metalearn.tracking.run_folder import CONFIG_FILE, load_results
 
 INSTALL = 'pip install "metalearn[sweep]"'
 ADDRESS_TIMEOUT_S = 5.0
 METALEARN = (sys.executable, "-m", "metalearn")
+TRIAL_NICENESS = 10  # each run's process runs at this niceness
 _CLUSTER_FIX = ("start it with ray start --head on that machine, or drop --address (and RAY_ADDRESS) "
                 "to run on this machine")
 
@@ -92,7 +93,9 @@ def run_trial(trial: Trial, command: Sequence[str] = METALEARN, cwd: Path | None
         status = "resumed" if (run_dir / CONFIG_FILE).is_file() else "ran"
         arguments = (["run", "--resume", str(run_dir)] if status == "resumed" else
                      ["run", str(trial.config), *trial.overrides, "--run-dir", str(run_dir)])
-        process = subprocess.run([*command, *arguments], cwd=cwd, capture_output=True, text=True)
+        process = subprocess.run([*command, *arguments], cwd=cwd, capture_output=True, text=True,
+                                 env={**os.environ, "OMP_NUM_THREADS": os.environ.get("OMP_NUM_THREADS", "1")},
+                                 preexec_fn=_lower_priority)
         if process.returncode != 0:
             raise TrialFailed(_error_line(process.stderr) or f"exit status {process.returncode}")
     return {"status": status, "run_dir": str(run_dir), **load_results(run_dir).metrics}
@@ -101,33 +104,49 @@ def run_trial(trial: Trial, command: Sequence[str] = METALEARN, cwd: Path | None
 def run_sweep(spec: SweepSpec, command: Sequence[str] = METALEARN, address: str | None = None) -> list[dict]:
     """Every trial of ``spec`` as a Tune trial, side by side as resources allow; one row per
     trial (its settings, status, metric, run folder or error), failures included."""
+    if spec.search is None:
+        return run_trials(trials(spec), spec.resources, spec.output_dir, command, address, spec.metric)
+    tune = import_tune()
+    from ray.tune.search.optuna import OptunaSearch
+
+    space = {key: value.tune_domain() for key, value in spec.search.space.items()}
+    # Seeded draws: a search started again (after a kill) draws the same random first points
+    # (TPE's first 10) and reuses their runs; later points follow the results in the order
+    # they came, which trials side by side may change.
+    searcher = OptunaSearch(metric=spec.metric, mode=spec.mode, seed=spec.seeds[0])
+    tune_config = tune.TuneConfig(search_alg=searcher, num_samples=spec.search.samples, reuse_actors=True)
+    return _fit(space, tune_config, lambda params: trials(spec, params)[0], spec.resources,
+                spec.output_dir, command, address, spec.metric)
+
+
+def run_trials(grid: list[Trial], resources: Resources, output_dir: Path, command: Sequence[str] = METALEARN,
+               address: str | None = None, metric: str = "val_acc") -> list[dict]:
+    """``grid``'s trials (a sweep's, or a suite's: ``metalearn reproduce``), side by side as
+    ``resources`` allow; one row per trial, failures included."""
+    tune = import_tune()
+    space = {"trial": tune.grid_search([trial.model_dump(mode="json") for trial in grid])}
+    return _fit(space, tune.TuneConfig(reuse_actors=True),
+                lambda params: type(grid[0]).model_validate(params["trial"]),
+                resources, output_dir, command, address, metric)
+
+
+def _fit(space: dict, tune_config: Any, trial_of: Callable[[dict], Trial], resources: Resources,
+         output_dir: Path, command: Sequence[str], address: str | None, metric: str) -> list[dict]:
+    """Run Tune over ``space``, each point's trial given by ``trial_of`` (a grid point carries
+    its trial whole; a searcher's point is made into one), and tabulate the results."""
     tune = import_tune()
     start_ray(address)
     cwd = Path.cwd()  # Tune runs each trial function in a folder of its own
 
     def trainable(params: dict[str, Any]) -> None:
-        tune.report(run_trial(_trial_of(spec, params), command, cwd))
+        tune.report(run_trial(trial_of(params), command, cwd))
 
-    resources = {"cpu": spec.resources.cpus, "gpu": spec.resources.gpus}
-    if spec.search is None:
-        grid = [trial.model_dump(mode="json") for trial in trials(spec)]
-        space, tune_config = {"trial": tune.grid_search(grid)}, tune.TuneConfig(reuse_actors=True)
-    else:
-        from ray.tune.search.optuna import OptunaSearch
-
-        space = {key: value.tune_domain() for key, value in spec.search.space.items()}
-        # Seeded draws: a search started again (after a kill) draws the same random first points
-        # (TPE's first 10) and reuses their runs; later points follow the results in the order
-        # they came, which trials side by side may change.
-        searcher = OptunaSearch(metric=spec.metric, mode=spec.mode, seed=spec.seeds[0])
-        tune_config = tune.TuneConfig(search_alg=searcher,
-                                      num_samples=spec.search.samples, reuse_actors=True)
     tuner = tune.Tuner(
-        tune.with_resources(trainable, resources), param_space=space, tune_config=tune_config,
-        run_config=tune.RunConfig(name="tune", storage_path=str((spec.output_dir / "ray").absolute()),
+        tune.with_resources(trainable, {"cpu": resources.cpus, "gpu": resources.gpus}),
+        param_space=space, tune_config=tune_config,
+        run_config=tune.RunConfig(name="tune", storage_path=str((output_dir / "ray").absolute()),
                                   verbose=0, failure_config=tune.FailureConfig(fail_fast=False)))
-    results = tuner.fit()
-    return [_row(spec, result) for result in results]
+    return [_row(trial_of(result.config), result, metric) for result in tuner.fit()]
 
 
 def trial_run_dir(trial: Trial) -> Path:
@@ -136,13 +155,7 @@ def trial_run_dir(trial: Trial) -> Path:
     return Path(config.output_dir) / config.benchmark.name / run_name(config)
 
 
-def _trial_of(spec: SweepSpec, params: dict[str, Any]) -> Trial:
-    """The trial of a grid point (carried whole) or of a searcher's sampled point."""
-    return Trial.model_validate(params["trial"]) if "trial" in params else trials(spec, params)[0]
-
-
-def _row(spec: SweepSpec, result: Any) -> dict[str, Any]:
-    trial = _trial_of(spec, result.config)
+def _row(trial: Trial, result: Any, metric: str) -> dict[str, Any]:
     error = None
     if result.error is not None:  # Tune wraps the trial's exception; its last line is the message
         error = str(result.error).strip().splitlines()[-1].removeprefix(f"{TrialFailed.__module__}.")
@@ -150,8 +163,13 @@ def _row(spec: SweepSpec, result: Any) -> dict[str, Any]:
     config = trial.run_config()
     return {"label": trial.label, "settings": trial.settings, "seed": config.seed,
             "scenario": config.scenario.value if config.scenario else None,
-            "status": "failed" if error else metrics.get("status"), spec.metric: metrics.get(spec.metric),
+            "status": "failed" if error else metrics.get("status"), metric: metrics.get(metric),
             "run_dir": str(trial_run_dir(trial)), "error": error}
+
+
+def _lower_priority() -> None:
+    """In a trial's run process: yield the CPU to interactive work (trials are batch jobs)."""
+    os.nice(TRIAL_NICENESS)
 
 
 def _finished(run_dir: Path) -> bool:

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import itertools
 from pathlib import Path
-from typing import Any, Literal
+from typing import Any, Literal, TypeVar
 
 import pydantic
 import yaml
@@ -18,6 +18,9 @@ from metalearn.cli.config import ConfigError, RunConfig, check_options, load_con
 from metalearn.learners import get_learner
 from metalearn.models import MODELS
 from metalearn.tasks import BENCHMARKS
+
+
+Model = TypeVar("Model", bound=pydantic.BaseModel)
 
 
 class SpecError(ValueError):
@@ -120,21 +123,28 @@ class Trial(pydantic.BaseModel):
 
 def load_spec(path: str | Path) -> SweepSpec:
     """Read and validate a spec file: its structure, then every trial's run config."""
+    spec = read_spec(path, SweepSpec, "sweep spec")
+    check_trials(spec, Path(path))
+    return spec
+
+
+def read_spec(path: str | Path, model: type[Model], kind: str) -> Model:
+    """A YAML file validated as ``model``; the error names the file and the entry (``kind``
+    says what the file is: sweep spec, suite spec)."""
     path = Path(path)
     if not path.is_file():
-        raise SpecError(f"sweep spec {path} does not exist")
+        raise SpecError(f"{kind} {path} does not exist")
     try:
         data = yaml.safe_load(path.read_text())
     except yaml.YAMLError as error:
-        raise SpecError(f"sweep spec {path} is not valid YAML: {error}") from None
+        raise SpecError(f"{kind} {path} is not valid YAML: {error}") from None
     try:
-        spec = SweepSpec.model_validate(data or {})
+        return model.model_validate(data or {})
     except pydantic.ValidationError as error:
         first = error.errors()[0]
         entry = ".".join(str(part) for part in first["loc"])
-        raise SpecError(f"sweep spec {path}, entry {entry!r}: {first['msg']}") from None
-    check_trials(spec, path)
-    return spec
+        message = first["msg"].removeprefix("Value error, ")
+        raise SpecError(f"{kind} {path}, entry {entry!r}: {message}") from None
 
 
 def trials(spec: SweepSpec, settings: dict[str, Any] | None = None) -> list[Trial]:
@@ -144,7 +154,7 @@ def trials(spec: SweepSpec, settings: dict[str, Any] | None = None) -> list[Tria
     output = [f"output_dir={spec.output_dir.absolute()}"]
     return [Trial(config=config.absolute(), label=config.stem, settings=point,
                   overrides=[*spec.overrides, *output, f"seed={seed}",
-                             *(f"{key}={_yaml(value)}" for key, value in point.items())])
+                             *(f"{key}={override_value(value)}" for key, value in point.items())])
             for config, point, seed in itertools.product(spec.configs, points, spec.seeds)]
 
 
@@ -195,6 +205,6 @@ def check_names(config: RunConfig) -> None:
                           f"{sorted(MODELS)}")
 
 
-def _yaml(value: Any) -> str:
+def override_value(value: Any) -> str:
     """A value as the override syntax reads it back (YAML), e.g. 1e-05 rather than 1e-5."""
     return yaml.safe_dump(value, default_flow_style=True).strip().removesuffix("\n...").strip()
