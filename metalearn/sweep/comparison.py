@@ -71,6 +71,9 @@ def report_data(sections: list[dict[str, Any]], runs: list[Run], header: dict[st
             for row in summarize([(run.results, run.label, {}) for run in group], published.get("accuracy", {})):
                 row.update(schedule=schedule, paper=about[row["learner"]].paper, docs=about[row["learner"]].docs)
                 by_scenario.setdefault(row["scenario"], []).append(row)
+        order = {label: index for index, label in enumerate(dict.fromkeys(run.label for run in mine))}
+        for rows in by_scenario.values():  # a learner's rows together, the suite's budget first
+            rows.sort(key=lambda row: order[row["learner"]])
         report["sections"].append({
             "name": section["name"], "title": section["title"], "about": section.get("about", ""),
             "published_source": published.get("source"),
@@ -316,7 +319,8 @@ def readme_table(report: dict[str, Any], source: str) -> str:
                 current = chosen.setdefault(row["learner"], {}).get(part["scenario"])
                 if current is None or (current["schedule"] == report["schedule"] != row["schedule"]):
                     chosen[row["learner"]][part["scenario"]] = row
-        for label, by_scenario in chosen.items():
+        for label in dict.fromkeys(run["label"] for run in section["runs"]):  # the suite's order
+            by_scenario = chosen[label]
             rows = [by_scenario[s] for s in SCENARIO_ORDER if s in by_scenario]
             first = rows[0]
             name = f"[`{label}`]({first['docs']})" if first["docs"] else f"`{label}`"

@@ -9,7 +9,9 @@ reads their ``results.json``.
 
 from __future__ import annotations
 
+import ctypes
 import os
+import signal
 import socket
 import subprocess
 import sys
@@ -24,6 +26,7 @@ INSTALL = 'pip install "metalearn[sweep]"'
 ADDRESS_TIMEOUT_S = 5.0
 METALEARN = (sys.executable, "-m", "metalearn")
 TRIAL_NICENESS = 10  # each run's process runs at this niceness
+PR_SET_PDEATHSIG = 1  # prctl(2): the signal a process gets when its parent dies
 _CLUSTER_FIX = ("start it with ray start --head on that machine, or drop --address (and RAY_ADDRESS) "
                 "to run on this machine")
 
@@ -95,7 +98,7 @@ def run_trial(trial: Trial, command: Sequence[str] = METALEARN, cwd: Path | None
                      ["run", str(trial.config), *trial.overrides, "--run-dir", str(run_dir)])
         process = subprocess.run([*command, *arguments], cwd=cwd, capture_output=True, text=True,
                                  env={**os.environ, "OMP_NUM_THREADS": os.environ.get("OMP_NUM_THREADS", "1")},
-                                 preexec_fn=_lower_priority)
+                                 preexec_fn=_trial_process)
         if process.returncode != 0:
             raise TrialFailed(_error_line(process.stderr) or f"exit status {process.returncode}")
     return {"status": status, "run_dir": str(run_dir), **load_results(run_dir).metrics}
@@ -167,9 +170,13 @@ def _row(trial: Trial, result: Any, metric: str) -> dict[str, Any]:
             "run_dir": str(trial_run_dir(trial)), "error": error}
 
 
-def _lower_priority() -> None:
-    """In a trial's run process: yield the CPU to interactive work (trials are batch jobs)."""
+def _trial_process() -> None:
+    """In a trial's run process, before it starts: yield the CPU to interactive work (trials
+    are batch jobs), and on Linux stop (SIGTERM: the run saves its checkpoint) when the worker
+    that started it dies, so a killed sweep leaves no run training on that a new one resumes."""
     os.nice(TRIAL_NICENESS)
+    if sys.platform == "linux":
+        ctypes.CDLL(None, use_errno=True).prctl(PR_SET_PDEATHSIG, signal.SIGTERM)
 
 
 def _finished(run_dir: Path) -> bool:

@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import base64
 import json
+import os
 import re
 import sys
 from pathlib import Path
@@ -163,3 +164,29 @@ def test_the_readme_learner_table_is_the_one_the_committed_report_gives(tmp_path
     copy.write_text(readme.read_text().replace(expected, f"<!-- learner table: x -->\nold\n{TABLE_END}"))
     write_readme_table(copy, REPO / source)
     assert readme_table(json.loads((REPO / source).read_text()), (REPO / source).as_posix()) in copy.read_text()
+
+
+@pytest.mark.skipif(sys.platform != "linux", reason="prctl(PR_SET_PDEATHSIG) is Linux's")
+def test_a_run_stops_when_the_trial_that_started_it_is_killed(tmp_path):
+    """So a suite killed between sittings leaves no run training on beside the one that the
+    next sitting resumes in the same folder."""
+    import subprocess
+    import time
+
+    flag = tmp_path / "stopped"
+    run = (f"import signal, sys, time; signal.signal(signal.SIGTERM, lambda *a: "
+           f"(open({str(flag)!r}, 'w').close(), sys.exit(0))); print('ready', flush=True); time.sleep(60)")
+    trial = ("import subprocess, sys, time; from metalearn.sweep.engine import _trial_process; "
+             f"p = subprocess.Popen([sys.executable, '-c', {run!r}], preexec_fn=_trial_process); "
+             "print(p.pid, flush=True); time.sleep(60)")
+    parent = subprocess.Popen([sys.executable, "-c", trial], stdout=subprocess.PIPE, text=True)
+    child = int(parent.stdout.readline())
+    assert parent.stdout.readline() == "ready\n"  # the run (its stdout the trial's) handles SIGTERM
+    niceness = int(open(f"/proc/{child}/stat").read().split()[18])
+    assert niceness == min(19, os.nice(0) + 10)  # 10 above the sweep's
+    parent.kill()
+    parent.wait()
+    deadline = time.monotonic() + 10
+    while not flag.exists() and time.monotonic() < deadline:
+        time.sleep(0.1)
+    assert flag.exists()  # SIGTERM: a real run saves its checkpoint and stops
