@@ -89,11 +89,14 @@ def _check_grpc_server(host: str, port: int) -> None:
 
 
 def run_trial(trial: Trial, command: Sequence[str] = METALEARN, cwd: Path | None = None) -> dict[str, Any]:
-    """Run (or reuse, or resume) ``trial``'s run; its metrics and how it was obtained."""
+    """Run (or reuse, or resume) ``trial``'s run, started in ``cwd`` (a relative output_dir is
+    relative to it, and the run's recorded command keeps it so); its metrics and how it was
+    obtained."""
     run_dir = trial_run_dir(trial)
+    folder = (cwd or Path.cwd()) / run_dir  # Tune calls this in a folder of its own
     status = "reused"
-    if not _finished(run_dir):
-        status = "resumed" if (run_dir / CONFIG_FILE).is_file() else "ran"
+    if not _finished(folder):
+        status = "resumed" if (folder / CONFIG_FILE).is_file() else "ran"
         arguments = (["run", "--resume", str(run_dir)] if status == "resumed" else
                      ["run", str(trial.config), *trial.overrides, "--run-dir", str(run_dir)])
         process = subprocess.run([*command, *arguments], cwd=cwd, capture_output=True, text=True,
@@ -101,7 +104,7 @@ def run_trial(trial: Trial, command: Sequence[str] = METALEARN, cwd: Path | None
                                  preexec_fn=_trial_process)
         if process.returncode != 0:
             raise TrialFailed(_error_line(process.stderr) or f"exit status {process.returncode}")
-    return {"status": status, "run_dir": str(run_dir), **load_results(run_dir).metrics}
+    return {"status": status, "run_dir": str(run_dir), **load_results(folder).metrics}
 
 
 def run_sweep(spec: SweepSpec, command: Sequence[str] = METALEARN, address: str | None = None) -> list[dict]:
@@ -149,7 +152,9 @@ def _fit(space: dict, tune_config: Any, trial_of: Callable[[dict], Trial], resou
         param_space=space, tune_config=tune_config,
         run_config=tune.RunConfig(name="tune", storage_path=str((output_dir / "ray").absolute()),
                                   verbose=0, failure_config=tune.FailureConfig(fail_fast=False)))
-    return [_row(trial_of(result.config), result, metric) for result in tuner.fit()]
+    # A trial that never started (the sweep was stopped with Ctrl-C) has no config and no row:
+    # the same command started again runs it.
+    return [_row(trial_of(result.config), result, metric) for result in tuner.fit() if result.config]
 
 
 def trial_run_dir(trial: Trial) -> Path:

@@ -50,7 +50,7 @@ def reproduce(suite_path: Path | None = None, budget: str = "smoke", out: Path |
     page.write_text(html_report(data, runs, out))
     problems = broken_links(page)
     counts = Counter(row["status"] for row in rows)
-    print(f"{len(rows)} trials: " + ", ".join(f"{n} {status}" for status, n in sorted(counts.items())))
+    print(f"{len(trials)} trials: " + ", ".join(f"{n} {status}" for status, n in sorted(counts.items())))
     print(f"report written to {page}, {out / 'report.md'} and {out / 'report.json'}")
     if readme:
         write_readme_table(README, out / "report.json")
@@ -58,9 +58,12 @@ def reproduce(suite_path: Path | None = None, budget: str = "smoke", out: Path |
     for problem in problems:
         print(f"error: {page}: {problem}", file=sys.stderr)
     if counts["failed"]:
-        print(f"error: {counts['failed']} of {len(rows)} trials failed (see the report's left-out list)",
+        print(f"error: {counts['failed']} of {len(trials)} trials failed (see the report's left-out list)",
               file=sys.stderr)
-    return 1 if counts["failed"] or problems else 0
+    if len(rows) < len(trials):
+        print(f"error: {len(trials) - len(rows)} of {len(trials)} trials did not start (stopped): run the "
+              "same command again to run them, reusing the finished ones", file=sys.stderr)
+    return 1 if counts["failed"] or problems or len(rows) < len(trials) else 0
 
 
 def _suite_runs(trials: list[SuiteTrial], rows: list[dict], schedule: str, suite: Suite,
@@ -70,10 +73,13 @@ def _suite_runs(trials: list[SuiteTrial], rows: list[dict], schedule: str, suite
     rows_by_folder = {row["run_dir"]: row for row in rows}
     runs = []
     for folder, trial in by_folder.items():
-        row = rows_by_folder.get(folder, {})
-        if row.get("status") in (None, "failed"):
-            left_out.append(f"{trial.label} ({row.get('scenario') or 'few-shot'}, seed {row.get('seed')}): "
-                            f"failed: {row.get('error')}")
+        row = rows_by_folder.get(folder)
+        if row is None:
+            left_out.append(f"{folder}: not run (the suite was stopped; run the same command again)")
+            continue
+        if row["status"] in (None, "failed"):
+            left_out.append(f"{trial.label} ({row['scenario'] or 'few-shot'}, seed {row['seed']}): "
+                            f"failed: {row['error']}")
             continue
         results = read_results(folder)
         note = unfinished(folder, results)

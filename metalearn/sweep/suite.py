@@ -119,7 +119,9 @@ def suite_trials(suite: Suite, budget: str, path: Path) -> list[SuiteTrial]:
     pattern matching a file: nothing has started when a bad entry is refused."""
     if budget not in suite.budgets:
         raise SpecError(f"suite spec {path} has the budgets {sorted(suite.budgets)}, not {budget!r}")
-    output = f"output_dir={(suite.output_dir / budget).absolute()}"
+    # relative to the folder the suite runs in (the repository), so that each run's recorded
+    # command names it as anyone can rerun it
+    output = f"output_dir={suite.output_dir / budget}"
     trials = []
     for index, section in enumerate(suite.sections):
         tuned = _read(section.tuned)
