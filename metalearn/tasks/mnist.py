@@ -1,10 +1,16 @@
-"""MNIST benchmarks: digit-split few-shot tasks and the Split / Permuted / Rotated MNIST streams."""
+"""MNIST benchmarks: digit-split few-shot tasks and the Split / Permuted / Rotated MNIST streams.
+
+Permuted and Rotated MNIST also take the setting of GEM (Lopez-Paz & Ranzato 2017) and MER
+(Riemer et al. 2019): ``train_samples_per_task`` examples per task, a different random subset
+for each task (1000 in both papers, 200 for MER's Many Permutations), and for rotations GEM's
+angles, task t's drawn uniformly in [180 t / T, 180 (t + 1) / T) degrees.
+"""
 
 from __future__ import annotations
 
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Sequence
+from typing import Literal, Sequence
 
 import torch
 import torch.nn.functional as F
@@ -150,11 +156,28 @@ class Rotation:
         return tvf.rotate(x, self.degrees, interpolation=InterpolationMode.BILINEAR)
 
 
+def _training_sets(train: LabelledImages, n_tasks: int, samples: int | None,
+                   seed: int) -> list[LabelledImages]:
+    """Each task's training set: all of ``train``, or with ``samples`` a random subset of that
+    many examples, drawn for each task independently (as GEM's and MER's code draw them), from
+    a generator of its own seeded by ``seed``, so the subsets never shift other draws."""
+    if samples is None:
+        return [train] * n_tasks
+    if not 0 < samples <= len(train):
+        raise ValueError(f"train_samples_per_task must be in 1..{len(train)} (the training "
+                         f"images), got {samples}")
+    generator = torch.Generator().manual_seed(seed)
+    subsets = [torch.randperm(len(train), generator=generator)[:samples].to(train.labels.device)
+               for _ in range(n_tasks)]
+    return [LabelledImages(train.images[index], train.labels[index]) for index in subsets]
+
+
 def permuted_mnist(
     n_tasks: int = 10,
     seed: int = 0,
     identity_first: bool = True,
     padding: int = 0,
+    train_samples_per_task: int | None = None,
     variant: str = "mnist",
     validation: float = 0.0,
     data_root: str | Path | None = None,
@@ -163,8 +186,10 @@ def permuted_mnist(
     """Permuted MNIST: every task is all ten digits under its own fixed pixel permutation.
 
     The permutations are drawn once, here, from ``seed``; with ``identity_first`` task 0 is
-    plain MNIST (as in van de Ven & Tolias), otherwise it is permuted too. ``padding`` zero-pads
-    the images first (2 gives their 32x32). ``validation`` as in :func:`split_mnist`.
+    plain MNIST (as in van de Ven & Tolias), otherwise it is permuted too (as in GEM and MER).
+    ``padding`` zero-pads the images first (2 gives their 32x32). ``train_samples_per_task``:
+    each task trains on its own random subset of that many images (drawn from ``seed`` too);
+    all of them by default. ``validation`` as in :func:`split_mnist`.
     """
     data, held_out = _load(variant, data_root, device, validation)
     if padding:
@@ -177,10 +202,11 @@ def permuted_mnist(
     permutations = [torch.randperm(n_pixels, generator=generator) for _ in range(n_tasks)]
     if identity_first:
         permutations[0] = torch.arange(n_pixels)
-    train = LabelledImages(data.train_images, data.train_labels)
+    train = _training_sets(LabelledImages(data.train_images, data.train_labels), n_tasks,
+                           train_samples_per_task, seed + 1)  # not the permutations' generator
     test = LabelledImages(data.test_images, data.test_labels)
     tasks = tuple(
-        ClassificationTask(f"permutation-{i}", 10, train, test, PixelPermutation(p.to(device)),
+        ClassificationTask(f"permutation-{i}", 10, train[i], test, PixelPermutation(p.to(device)),
                            held_out)
         for i, p in enumerate(permutations)
     )
@@ -189,7 +215,9 @@ def permuted_mnist(
 
 def rotated_mnist(
     n_tasks: int = 5,
-    angles: Sequence[float] | None = None,
+    angles: Sequence[float] | Literal["even", "gem"] = "even",
+    seed: int = 0,
+    train_samples_per_task: int | None = None,
     variant: str = "mnist",
     validation: float = 0.0,
     data_root: str | Path | None = None,
@@ -197,15 +225,27 @@ def rotated_mnist(
 ) -> Stream:
     """Rotated MNIST: every task is all ten digits rotated by its own angle.
 
-    ``angles`` defaults to ``n_tasks`` evenly spaced angles in [0, 180): 0, 180/T, 2*180/T, ...
-    ``validation`` as in :func:`split_mnist`.
+    ``angles``: the list of angles in degrees, or ``"even"``, ``n_tasks`` evenly spaced angles
+    in [0, 180): 0, 180/T, 2*180/T, ..., or ``"gem"``, GEM's (Lopez-Paz & Ranzato 2017): task
+    t's angle drawn uniformly in [180 t / T, 180 (t + 1) / T) from ``seed``.
+    ``train_samples_per_task`` as in :func:`permuted_mnist`; ``validation`` as in
+    :func:`split_mnist`.
     """
-    angles = [i * 180.0 / n_tasks for i in range(n_tasks)] if angles is None else list(angles)
+    if angles == "even":
+        angles = [i * 180.0 / n_tasks for i in range(n_tasks)]
+    elif angles == "gem":
+        offsets = torch.rand(n_tasks, generator=torch.Generator().manual_seed(seed),
+                             dtype=torch.float64)
+        angles = [(i + float(u)) * 180.0 / n_tasks for i, u in enumerate(offsets)]
+    elif isinstance(angles, str):
+        raise ValueError(f"angles is a list of degrees, 'even' or 'gem', got {angles!r}")
+    angles = list(angles)
     data, held_out = _load(variant, data_root, device, validation)
-    train = LabelledImages(data.train_images, data.train_labels)
+    train = _training_sets(LabelledImages(data.train_images, data.train_labels), len(angles),
+                           train_samples_per_task, seed + 1)  # not the angles' generator
     test = LabelledImages(data.test_images, data.test_labels)
     tasks = tuple(
-        ClassificationTask(f"rotation-{a:g}", 10, train, test, Rotation(a), held_out)
-        for a in angles
+        ClassificationTask(f"rotation-{a:g}", 10, train[i], test, Rotation(a), held_out)
+        for i, a in enumerate(angles)
     )
     return Stream(f"rotated-{variant}-{len(tasks)}", tasks, ALL_SCENARIOS)
