@@ -36,6 +36,17 @@ RETRAIN_BATCHES = reserved("packnet.retrain_batches")
 FREE = 0  # owner of a weight no task keeps; task t's weights have owner t + 1
 
 
+def largest_kept(weight: torch.Tensor, candidates: torch.Tensor, prune_fraction: float) -> torch.Tensor:
+    """Where ``weight`` survives pruning (bool, its shape): the largest-magnitude
+    ``1 - prune_fraction`` of the ``candidates`` entries (ties to the earlier entry)."""
+    positions = candidates.flatten().nonzero().squeeze(1)
+    keep = len(positions) - round(prune_fraction * len(positions))
+    largest = torch.argsort(weight.flatten()[positions].abs(), descending=True, stable=True)
+    kept = torch.zeros_like(candidates)
+    kept.view(-1)[positions[largest[:keep]]] = True
+    return kept
+
+
 class PackNetOptions(FineTuneOptions):
     prune_fraction: float = pydantic.Field(0.5, ge=0, lt=1)  # of the weights each task trained
     retrain_steps: int = pydantic.Field(1000, ge=0)  # on the survivors, after pruning
@@ -134,10 +145,8 @@ class PackNet(Learner):
         """Task ``task_index`` keeps the largest ``1 - prune_fraction`` of the weights it
         trained; the rest go back to free, at zero."""
         for w, owner, start in zip(self.weights.values(), self.owners, self.at_start):
-            trained = ((owner == FREE) & (w != start)).flatten().nonzero().squeeze(1)
-            keep = len(trained) - round(self.options.prune_fraction * len(trained))
-            largest = torch.argsort(w.flatten()[trained].abs(), descending=True, stable=True)
-            owner.view(-1)[trained[largest[:keep]]] = task_index + 1
+            trained = (owner == FREE) & (w != start)
+            owner[largest_kept(w, trained, self.options.prune_fraction)] = task_index + 1
             w.masked_fill_(owner == FREE, 0)
         del self.at_start
 
