@@ -13,7 +13,7 @@ from __future__ import annotations
 
 import abc
 from dataclasses import dataclass
-from typing import Any, ClassVar, Iterable, Iterator
+from typing import Any, Callable, ClassVar, Iterable, Iterator
 
 import pydantic
 import torch
@@ -74,6 +74,10 @@ class Learner(abc.ABC):
     # learner takes its ``metalearn.distributed.shard`` of each batch and sums what it computes
     # across processes, so that every process takes the same step as one process would.
     distributed: ClassVar[bool] = False
+    # Set by a learner that composes a regulariser with this one (``regularised``): called with
+    # the update of each training step, once its gradients are in ``.grad``; it may add to them,
+    # takes the update and returns values to log (see ``take_step``).
+    step_hook: Callable[[Callable[[], Any]], dict[str, torch.Tensor]] | None = None
 
     @classmethod
     def single_process_reason(cls, options: LearnerOptions) -> str | None:
@@ -113,6 +117,15 @@ class Learner(abc.ABC):
     @abc.abstractmethod
     def train_step(self, batch: Batch | EpisodeBatch) -> dict[str, torch.Tensor]:
         """One training step (a minibatch or a meta-batch); returns the values to log."""
+
+    def take_step(self, update: Callable[[], Any]) -> dict[str, torch.Tensor]:
+        """Take a training step's ``update`` (an optimizer's step) of the gradients in ``.grad``,
+        through ``step_hook`` if a composed regulariser set one; the values it logs. A learner
+        that calls this in ``train_step`` can be composed with a regulariser."""
+        if self.step_hook is None:
+            update()
+            return {}
+        return self.step_hook(update)
 
     def end_task(self, task_index: int) -> None:
         """Called after training on task ``task_index``, before it is evaluated."""

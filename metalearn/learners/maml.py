@@ -118,8 +118,7 @@ class EpisodicMetaLearner(Learner):
         self.model.train()
         self.optimizer.zero_grad()
         loss, accuracy = self.meta_gradient(batch)
-        self.optimizer.step()
-        return {"loss": loss, "accuracy": accuracy}
+        return {"loss": loss, "accuracy": accuracy, **self.take_step(self.optimizer.step)}
 
     @torch.no_grad()  # torch.func.grad still differentiates the inner loop
     def predict_episodes(self, batch: EpisodeBatch) -> torch.Tensor:

@@ -50,7 +50,8 @@ class QuadraticPenalty:
         for precision, anchor, omega, theta in zip(self.precision, self.anchor, importance,
                                                    self.parameters):
             total = precision + omega
-            mean = torch.where(total > 0, (precision * anchor + omega * theta) / total, theta)
+            # no term yet (or none weighs): anchored exactly at theta, so the penalty is 0 there
+            mean = torch.where(precision > 0, (precision * anchor + omega * theta) / total, theta)
             a, m, o, t, n = (x.detach().cpu().double() for x in (precision, anchor, omega, theta, mean))
             self.offset += float((a * m**2 + o * t**2 - (a + o) * n**2).sum())
             precision.copy_(total)

@@ -101,9 +101,9 @@ class ProtoNet(Learner):
         self.model.train()
         self.optimizer.zero_grad()
         loss, accuracy = self.meta_gradient(batch)
-        self.optimizer.step()
+        values = {"loss": loss, "accuracy": accuracy, **self.take_step(self.optimizer.step)}
         self.schedule.step()
-        return {"loss": loss, "accuracy": accuracy}
+        return values
 
     @torch.no_grad()
     def predict_episodes(self, batch: EpisodeBatch) -> torch.Tensor:
@@ -115,7 +115,16 @@ class ProtoNet(Learner):
         return {**super().state_dict(), "optimizer": self.optimizer.state_dict(),
                 "schedule": self.schedule.state_dict()}
 
+    def model_size_bits(self) -> int:
+        return sum(p.numel() * p.element_size() * 8 for p in self.embedding.parameters())
+
     def load_state_dict(self, state: dict[str, Any]) -> None:
-        super().load_state_dict(state)
+        """The embedding's part of the model only: the head is never used, so a trained
+        embedding loads into a model of any ``n_way`` (a run trained on 60-way episodes and
+        tested 5-way is tested 20-way by ``metalearn evaluate RUN protocol.n_way=20``)."""
+        prefix = next(f"{name}." for name, module in self.model.named_children()
+                      if module is self.embedding)
+        self.embedding.load_state_dict({key.removeprefix(prefix): value for key, value in
+                                        state["model"].items() if key.startswith(prefix)})
         self.optimizer.load_state_dict(state["optimizer"])
         self.schedule.load_state_dict(state["schedule"])

@@ -178,10 +178,12 @@ class Reptile(Learner):
             adapted = {name: total / len(batch) for name, total in zip(adapted, sums)}
             losses = loss / len(batch)
         epsilon = self.meta_step_size()
-        for name, p in params.items():
-            p.lerp_(adapted[name], epsilon)
+        for name, p in params.items():  # the step's direction as a gradient, which a composed
+            p.grad = p - adapted[name]  # regulariser may add to (take_step)
+        values = self.take_step(lambda: torch._foreach_add_(
+            list(params.values()), [p.grad for p in params.values()], alpha=-epsilon))
         self.iteration += 1
-        return {"loss": losses.mean(), "meta_step": torch.tensor(epsilon)}
+        return {"loss": losses.mean(), "meta_step": torch.tensor(epsilon), **values}
 
     @torch.no_grad()
     def predict_episodes(self, batch: EpisodeBatch) -> torch.Tensor:

@@ -19,13 +19,13 @@ CPU = torch.device("cpu")
 class Identity2d(nn.Module):
     """Embeds a [1, 1, 2] image as its two pixels (a linear layer held at the identity)."""
 
-    def __init__(self) -> None:
+    def __init__(self, n_way: int = 2) -> None:
         super().__init__()
         self.features = nn.Sequential(nn.Flatten(), nn.Linear(2, 2))
         with torch.no_grad():
             self.features[1].weight.copy_(torch.eye(2))
             self.features[1].bias.zero_()
-        self.head = nn.Linear(2, 2)
+        self.head = nn.Linear(2, n_way)
 
 
 def learner(model, stream=None, **options):
@@ -77,6 +77,18 @@ def test_training_step_follows_the_gradient_of_the_hand_loss():
     assert accuracy == 1.0
     torch.testing.assert_close(model.features[1].bias.grad, torch.zeros(2), atol=1e-6, rtol=0)
     assert model.features[1].weight.grad.abs().sum() > 1e-3
+
+
+def test_a_trained_embedding_loads_into_a_model_of_another_n_way():
+    """The head is never used: a 2-way-built learner's state tests in a 7-way-built model."""
+    trained = learner(Identity2d())
+    with torch.no_grad():
+        trained.embedding[1].weight.mul_(3.0)
+    other = learner(Identity2d(n_way=7))
+    other.load_state_dict(trained.state_dict())
+    batch = EpisodeBatch(SUPPORT[None], SUPPORT_Y[None], QUERIES[None], torch.tensor([[0, 1]]))
+    torch.testing.assert_close(other.predict_episodes(batch), -9 * HAND_DISTANCES[None])
+    assert other.model_size_bits() == 6 * 32  # the embedding's weight and bias
 
 
 @pytest.fixture(scope="module")
