@@ -224,9 +224,11 @@ def check_compatible(learner: type[Learner], stream: Stream, scenario: Scenario 
         )
     if scenario is not None and scenario not in learner.scenarios:
         supported = sorted(s.value for s in learner.scenarios)
-        raise ValueError(
-            f"learner {learner.name!r} supports the scenarios {supported}, not {scenario.value!r}"
-        )
+        reason = (": it needs the task's identity at test to choose the weights that answer, "
+                  "and only task-incremental runs give it"
+                  if learner.scenarios == {Scenario.TASK} else "")
+        raise ValueError(f"learner {learner.name!r} supports the scenarios {supported}, not "
+                         f"{scenario.value!r}{reason}")
 
 
 def check_distributed(learner: type[Learner], options: LearnerOptions, processes: int) -> None:
