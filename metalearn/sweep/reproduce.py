@@ -49,7 +49,7 @@ def reproduce(suite_path: Path | None = None, budget: str = "smoke", out: Path |
     page = out / "report.html"
     page.write_text(html_report(data, runs, out))
     problems = broken_links(page)
-    counts = Counter(row["status"] for row in rows)
+    counts = Counter(row["status"] or "stopped" for row in rows)  # no status: stopped by Ctrl-C
     print(f"{len(trials)} trials: " + ", ".join(f"{n} {status}" for status, n in sorted(counts.items())))
     print(f"report written to {page}, {out / 'report.md'} and {out / 'report.json'}")
     if readme:
@@ -60,10 +60,10 @@ def reproduce(suite_path: Path | None = None, budget: str = "smoke", out: Path |
     if counts["failed"]:
         print(f"error: {counts['failed']} of {len(trials)} trials failed (see the report's left-out list)",
               file=sys.stderr)
-    if len(rows) < len(trials):
-        print(f"error: {len(trials) - len(rows)} of {len(trials)} trials did not start (stopped): run the "
-              "same command again to run them, reusing the finished ones", file=sys.stderr)
-    return 1 if counts["failed"] or problems or len(rows) < len(trials) else 0
+    if counts["stopped"] or len(rows) < len(trials):
+        print(f"error: {counts['stopped'] + len(trials) - len(rows)} of {len(trials)} trials were stopped or "
+              "did not start: run the same command again to run them, reusing the finished ones", file=sys.stderr)
+    return 1 if counts["failed"] or counts["stopped"] or problems or len(rows) < len(trials) else 0
 
 
 def _suite_runs(trials: list[SuiteTrial], rows: list[dict], schedule: str, suite: Suite,
@@ -78,8 +78,8 @@ def _suite_runs(trials: list[SuiteTrial], rows: list[dict], schedule: str, suite
             left_out.append(f"{folder}: not run (the suite was stopped; run the same command again)")
             continue
         if row["status"] in (None, "failed"):
-            left_out.append(f"{trial.label} ({row['scenario'] or 'few-shot'}, seed {row['seed']}): "
-                            f"failed: {row['error']}")
+            why = f"failed: {row['error']}" if row["error"] else "stopped before it finished"
+            left_out.append(f"{trial.label} ({row['scenario'] or 'few-shot'}, seed {row['seed']}): {why}")
             continue
         results = read_results(folder)
         note = unfinished(folder, results)
