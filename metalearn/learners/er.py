@@ -12,21 +12,12 @@ import torch
 
 from metalearn.learners.base import LearnerContext, masked_cross_entropy
 from metalearn.learners.registry import register
-from metalearn.learners.replay import ReplayLearner, ReplayOptions
+from metalearn.learners.replay import ReplayLearner, ReplayOptions, joined
 from metalearn.tasks import Batch
 
 
 class EROptions(ReplayOptions):
     lr: float = 0.1  # SGD, as Chaudhry et al. and MER's code use on MNIST
-
-
-def joined(batch: Batch, other: Batch | None) -> Batch:
-    """One minibatch of both (``batch`` alone if ``other`` is None)."""
-    if other is None:
-        return batch
-    return Batch(*(torch.cat(pair) for pair in zip(
-        (batch.x, batch.y, batch.allowed, batch.task_ids),
-        (other.x, other.y, other.allowed, other.task_ids))))
 
 
 @register

@@ -26,9 +26,8 @@ import torch.nn.functional as F
 from torch.func import functional_call
 
 from metalearn.learners.base import LearnerContext, batch_part, masked_cross_entropy
-from metalearn.learners.er import joined
 from metalearn.learners.registry import register
-from metalearn.learners.replay import ReplayLearner, ReplayOptions
+from metalearn.learners.replay import ReplayLearner, ReplayOptions, joined
 from metalearn.tasks import Batch
 
 

@@ -25,6 +25,15 @@ from metalearn.seeding import derive_generator
 from metalearn.tasks import Batch
 
 
+def joined(batch: Batch, other: Batch | None) -> Batch:
+    """One minibatch of both (``batch`` alone if ``other`` is None)."""
+    if other is None:
+        return batch
+    return Batch(*(torch.cat(pair) for pair in zip(
+        (batch.x, batch.y, batch.allowed, batch.task_ids),
+        (other.x, other.y, other.allowed, other.task_ids))))
+
+
 class ReservoirBuffer:
     """At most ``capacity`` examples (inputs, scenario labels, task ids), a uniform sample of
     every example offered to :meth:`add` so far."""
