@@ -179,7 +179,10 @@ def _trial_process() -> None:
     """In a trial's run process, before it starts: yield the CPU to interactive work (trials
     are batch jobs), and on Linux stop (SIGTERM: the run saves its checkpoint) when the worker
     that started it dies, so a killed sweep leaves no run training on that a new one resumes."""
-    os.nice(TRIAL_NICENESS)
+    try:  # Ray runs its workers at niceness 19 (idle priority): a run there would starve
+        os.setpriority(os.PRIO_PROCESS, 0, TRIAL_NICENESS)
+    except PermissionError:  # raising a process's priority takes privileges: left as it is
+        pass
     if sys.platform == "linux":
         ctypes.CDLL(None, use_errno=True).prctl(PR_SET_PDEATHSIG, signal.SIGTERM)
 

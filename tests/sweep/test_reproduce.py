@@ -183,7 +183,7 @@ def test_a_run_stops_when_the_trial_that_started_it_is_killed(tmp_path):
     child = int(parent.stdout.readline())
     assert parent.stdout.readline() == "ready\n"  # the run (its stdout the trial's) handles SIGTERM
     niceness = int(open(f"/proc/{child}/stat").read().split()[18])
-    assert niceness == min(19, os.nice(0) + 10)  # 10 above the sweep's
+    assert niceness == 10 or (os.getuid() != 0 and niceness == os.nice(0) > 10)  # only root may raise it
     parent.kill()
     parent.wait()
     deadline = time.monotonic() + 10
