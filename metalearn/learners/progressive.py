@@ -74,6 +74,7 @@ def lateral_like(layer: nn.Module) -> nn.Module:
 
 
 def apply(modules: list[nn.Module], x: torch.Tensor) -> torch.Tensor:
+    """``x`` through ``modules`` in turn."""
     for module in modules:
         x = module(x)
     return x
@@ -82,7 +83,8 @@ def apply(modules: list[nn.Module], x: torch.Tensor) -> torch.Tensor:
 def progressive_forward(x: torch.Tensor, columns: list[nn.Module],
                         laterals: list[nn.ModuleList]) -> torch.Tensor:
     """The output of the last of ``columns`` on ``x``: every column runs layer by layer, and
-    layer l + 1 of column k adds ``laterals[k][l][j]`` of column j's ``h_l`` for each j < k."""
+    layer m >= 1 (counted from 0) of column k adds ``laterals[k][m - 1][j]`` of column j's
+    input to layer m, for each j < k."""
     before_and_layers = [layers(column) for column in columns]
     hidden = [apply(before, x) for before, _ in before_and_layers]
     for l in range(len(before_and_layers[0][1])):
@@ -125,8 +127,8 @@ class Progressive(Learner):
     def __init__(self, model: nn.Module, options: FineTuneOptions, context: LearnerContext) -> None:
         super().__init__(model, options, context)
         self.columns = nn.ModuleList([self.model])
-        # [k][l][j]: column j's h_l into column k (reading the model's layers refuses one that
-        # cannot be a column, before training)
+        # [k][m - 1][j]: from column j's input to layer m into column k's layer m (reading the
+        # model's layers refuses one that cannot be a column, before training)
         self.laterals = nn.ModuleList([self._laterals(self.model, 0)])
         self.tasks_trained = 0
         self._fresh: tuple[int, nn.Module, nn.ModuleList] | None = None
