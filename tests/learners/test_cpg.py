@@ -117,12 +117,12 @@ def test_picked_masks_are_binary_at_test_and_choose_exactly_the_earlier_weights_
 
 def test_the_network_grows_only_when_a_task_misses_its_accuracy_goal():
     stream = pixel_stream(hard={1}, n_tasks=2)  # task 0 easy, task 1 random labels
-    learner = cpg(stream, accuracy_goal=0.9)
+    learner = cpg(stream, accuracy_goal=0.8)
     learn(learner, 0, steps=100)
-    assert learner.goal_checks[0] >= 0.9
+    assert learner.goal_checks[0] >= 0.8
     assert learner.width == 1.0 and learner.task_widths[0] == [32, 4]
     learn(learner, 1, steps=100)
-    assert learner.goal_checks[1] < 0.9
+    assert learner.goal_checks[1] < 0.8
     assert learner.width == 1.5 and learner.task_widths[1] == [round(32 * math.sqrt(1.5)), 4]
     hidden, head = (layer.weight for _, layer in learner.layers)
     assert hidden.shape == (39, 16) and head.shape == (4, 39)
