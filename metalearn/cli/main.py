@@ -72,6 +72,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     reproduce_parser.add_argument("--address", help="the Ray cluster to run on, as for sweep")
     reproduce_parser.add_argument("--readme", action="store_true",
                                   help="also write README.md's learner table from the report")
+    reproduce_parser.add_argument("--report-only", action="store_true",
+                                  help="start no run: report the runs finished so far")
 
     commands.add_parser("list", help="show learners, benchmarks, scenarios and models")
     args, extra = parser.parse_known_args(argv)
@@ -89,7 +91,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     if args.command == "reproduce":
         from metalearn.sweep.reproduce import reproduce
 
-        return reproduce(args.suite, args.budget, args.out, args.address, args.readme)
+        return reproduce(args.suite, args.budget, args.out, args.address, args.readme,
+                         report_only=args.report_only)
     args.overrides += extra
     if args.command == "run" and args.nproc != 1 and "WORLD_SIZE" not in os.environ:
         if args.nproc < 1:

@@ -192,7 +192,7 @@ def _finished(run_dir: Path) -> bool:
         results = load_results(run_dir)
     except FileNotFoundError:
         return False
-    return results.completed_tasks == len(results.task_names)
+    return results.completed_tasks == len(results.task_names) and bool(results.metrics)
 
 
 def _error_line(stderr: str) -> str:

@@ -17,28 +17,33 @@ from metalearn.sweep.engine import METALEARN, SweepError, run_trials, trial_run_
 from metalearn.sweep.spec import SpecError
 from metalearn.sweep.suite import Entry, Suite, SuiteTrial, load_suite, suite_trials
 from metalearn.sweep.summary import read_results, unfinished
+from metalearn.tracking.run_folder import RESULTS_FILE
 
 SUITE = Path("benchmarks/suites/learners/suite.yaml")
 README = Path("README.md")
 
 
 def reproduce(suite_path: Path | None = None, budget: str = "smoke", out: Path | None = None,
-              address: str | None = None, readme: bool = False, command: Sequence[str] = METALEARN) -> int:
+              address: str | None = None, readme: bool = False, command: Sequence[str] = METALEARN,
+              report_only: bool = False) -> int:
     """0 when every trial finished and the report was written, 1 otherwise (each failure is
-    in the report). ``command`` starts a run (tests give a stand-in)."""
+    in the report). ``command`` starts a run (tests give a stand-in); ``report_only`` starts
+    none and reports the runs finished so far."""
     suite_path = suite_path or SUITE
     out = out or Path(f"benchmarks/results/report_{budget}")
     try:
         suite = load_suite(suite_path)
         trials = suite_trials(suite, budget, suite_path)
-        rows = run_trials(trials, suite.resources, suite.output_dir / budget, command, address)
+        rows = (_finished_rows(trials) if report_only else
+                run_trials(trials, suite.resources, suite.output_dir / budget, command, address))
     except (SpecError, SweepError) as error:
         print(f"error: {error}", file=sys.stderr)
         return 1
     left_out: list[str] = []
     runs = _suite_runs(trials, rows, f"{budget} budget", suite, left_out) + _external_runs(suite, left_out)
     invocation = "metalearn " + shlex.join(["reproduce", "--budget", budget, "--suite", str(suite_path),
-                                            "--out", str(out), *(["--readme"] if readme else [])])
+                                            "--out", str(out), *(["--readme"] if readme else []),
+                                            *(["--report-only"] if report_only else [])])
     header = {"suite": str(suite_path), "budget": budget, "budget_description": suite.budgets[budget],
               "schedule": f"{budget} budget", "command": invocation, "left_out": left_out}
     sections = [section.model_dump(mode="json") for section in suite.sections]
@@ -64,6 +69,16 @@ def reproduce(suite_path: Path | None = None, budget: str = "smoke", out: Path |
         print(f"error: {counts['stopped'] + len(trials) - len(rows)} of {len(trials)} trials were stopped or "
               "did not start: run the same command again to run them, reusing the finished ones", file=sys.stderr)
     return 1 if counts["failed"] or counts["stopped"] or problems or len(rows) < len(trials) else 0
+
+
+def _finished_rows(trials: list[SuiteTrial]) -> list[dict]:
+    """Rows of the trials whose runs have finished, as a sweep reusing them would give."""
+    rows = []
+    for trial in trials:
+        folder = trial_run_dir(trial)
+        if (folder / RESULTS_FILE).is_file() and not unfinished(folder, read_results(folder)):
+            rows.append({"run_dir": str(folder), "status": "reused", "error": None})
+    return rows
 
 
 def _suite_runs(trials: list[SuiteTrial], rows: list[dict], schedule: str, suite: Suite,

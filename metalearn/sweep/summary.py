@@ -38,6 +38,8 @@ def unfinished(path: str | Path, result: RunResults) -> str | None:
     if result.completed_tasks < len(result.task_names):
         return (f"{path}: it stopped after {result.completed_tasks} of {len(result.task_names)} "
                 "tasks (run it again to finish it)")
+    if not result.metrics:  # stopped after its last task, before its metrics were written
+        return f"{path}: it stopped before writing its metrics (run it again to finish it)"
     return None
 
 
