@@ -38,7 +38,7 @@ from metalearn.tasks import EpisodeBatch, EpisodeSampler
 
 
 class RegularisedOptions(LearnerOptions):
-    learner: str  # the wrapped learner's name
+    learner: str = "maml"  # the wrapped learner's name
     options: dict[str, Any] = {}  # its options
     regulariser: Literal["ewc", "si"] = "ewc"
     strength: float = pydantic.Field(1.0, ge=0.0)  # lambda (EWC) or c (SI)

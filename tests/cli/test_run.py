@@ -15,7 +15,7 @@ import torch
 from metalearn.cli.config import ConfigError, load_config
 from metalearn.cli.main import main
 from metalearn.cli.runner import command_line, evaluate, run
-from metalearn.learners import CLASSIFICATION, Learner, register
+from metalearn.learners import CLASSIFICATION, Learner, available_learners, register
 from metalearn.protocol import NonFiniteLossError
 from metalearn.tracking import load_results
 
@@ -164,6 +164,7 @@ def test_evaluate_explains_a_model_that_does_not_fit_an_unfinished_run_or_no_che
 def test_list_shows_learners_benchmarks_and_scenarios(capsys):
     assert main(["list"]) == 0
     listing = yaml.safe_load(capsys.readouterr().out)
+    assert set(listing["learners"]) == set(available_learners())  # each with its defaults
     assert {"finetune", "joint", "pretrain_finetune", "dgr", "packnet", "maml"} <= set(listing["learners"])
     assert {"split_mnist", "omniglot"} <= set(listing["benchmarks"]) and "class" in listing["scenarios"]
     assert listing["learners"]["packnet"]["scenarios"] == ["task"]
