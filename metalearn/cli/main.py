@@ -185,7 +185,8 @@ def _listing() -> str:
     learners = {
         name: {"tasks": sorted(cls.task_kinds),
                "scenarios": sorted(s.value for s in cls.scenarios) if "classification" in cls.task_kinds else [],
-               "options": cls.Options().model_dump(mode="json")}  # fresh values: no YAML aliases
+               # the defaults, without validators that look up other learners (regularised's)
+               "options": cls.Options.model_construct().model_dump(mode="json")}
         for name, cls in available_learners().items()
     }
     listing = {"learners": learners, "benchmarks": sorted(BENCHMARKS),
