@@ -49,19 +49,22 @@ def run_three_tasks(learner_class):
     return protocol, results, tracker
 
 
+MLP_BITS = 32.0 * (4 * 3 + 3 + 3 * 2 + 2)  # MLP(4, 2, hidden=(3,)): 23 float32 parameters
+
+
 def test_numbers_are_kept_per_task_and_images_go_to_the_trackers(tmp_path):
     protocol, results, tracker = run_three_tasks(Reporting)
     protocol.run(results, tmp_path)
-    assert results.task_values == {"tasks_done": [1.0, 2.0, 3.0]}
+    assert results.task_values == {"model_size_bits": [MLP_BITS] * 3, "tasks_done": [1.0, 2.0, 3.0]}
     ((task_index, images),) = tracker.images
     assert task_index == 1 and list(images) == ["pictures"]
     assert isinstance(images["pictures"], np.ndarray) and np.all(images["pictures"] == 0.25)
 
 
-def test_a_learner_without_a_report_adds_nothing(tmp_path):
+def test_a_learner_without_a_report_adds_only_its_model_size(tmp_path):
     protocol, results, tracker = run_three_tasks(FineTune)
     protocol.run(results, tmp_path)
-    assert results.task_values == {} and tracker.images == []
+    assert results.task_values == {"model_size_bits": [MLP_BITS] * 3} and tracker.images == []
 
 
 def test_a_report_value_that_is_neither_a_number_nor_images_is_named(tmp_path):
