@@ -131,13 +131,6 @@ def test_the_network_grows_only_when_a_task_misses_its_accuracy_goal():
     assert not (learner.owners[0][32:] == 1).any(), "task 0 owns a weight grown after it"
 
 
-@pytest.mark.parametrize("scenario", ["domain", "class"])
-def test_domain_and_class_incremental_runs_are_refused_before_training(scenario, tiny_config, tmp_path):
-    config = load_config(tiny_config(learner={"name": "cpg"}, scenario=scenario))
-    with pytest.raises(ValueError, match=rf"'cpg' supports the scenarios \['task'\], not '{scenario}'"):
-        run(config, run_dir=tmp_path / scenario)
-    assert not (tmp_path / scenario / "checkpoint.pt").exists()
-
 
 def test_a_benchmark_without_validation_data_is_refused_with_the_fix(tiny_config, tmp_path):
     config = load_config(tiny_config(learner={"name": "cpg"}, scenario="task"))

@@ -135,13 +135,6 @@ def test_pruned_weights_stay_zero_until_a_later_task_trains_them():
         assert torch.equal(w[owner == FREE], torch.zeros_like(w[owner == FREE]))
 
 
-@pytest.mark.parametrize("scenario", ["domain", "class"])
-def test_domain_and_class_incremental_runs_are_refused_before_training(scenario, tiny_config, tmp_path):
-    config = load_config(tiny_config(learner={"name": "packnet"}, scenario=scenario))
-    with pytest.raises(ValueError, match=rf"'packnet' supports the scenarios \['task'\], not '{scenario}'"):
-        run(config, run_dir=tmp_path / scenario)
-    assert not (tmp_path / scenario / "checkpoint.pt").exists()
-
 
 def test_resume_after_a_kill_in_task_three_gives_the_uninterrupted_result(tiny_config, tmp_path,
                                                                          killed_and_resumed):

@@ -129,15 +129,6 @@ def test_untrained_tasks_are_answered_by_the_column_training_starts_from_also_af
     assert torch.equal(learner.predict(x, 1), untrained)
 
 
-@pytest.mark.parametrize("scenario", ["domain", "class"])
-def test_domain_and_class_incremental_runs_are_refused_before_training_with_the_reason(
-        scenario, tiny_config, tmp_path):
-    config = load_config(tiny_config(learner={"name": "progressive"}, scenario=scenario))
-    with pytest.raises(ValueError, match=rf"'progressive' supports the scenarios \['task'\], not "
-                                         rf"'{scenario}': it needs the task's identity at test"):
-        run(config, run_dir=tmp_path / scenario)
-    assert not (tmp_path / scenario / "checkpoint.pt").exists()
-
 
 def test_resume_after_a_kill_in_task_three_gives_the_uninterrupted_result(tiny_config, tmp_path,
                                                                          killed_and_resumed):
