@@ -25,8 +25,8 @@ import numpy as np
 import yaml
 
 from metalearn.results import RunResults
-from metalearn.sweep.summary import MODEL_SIZE, cell, summarize
-from metalearn.tracking.plots import LOG_SCALE_SPAN, accuracy_matrix_figure
+from metalearn.sweep.summary import MODEL_SIZE, SIZE_COLUMN, cell, sizes_cell, summarize
+from metalearn.tracking.plots import LOG_SCALE_SPAN, accuracy_against_size_figure, accuracy_matrix_figure
 
 ENVIRONMENT_FILE = "environment.json"
 SCENARIO_ORDER = ("task", "domain", "class", None)
@@ -108,17 +108,16 @@ def markdown(report: dict[str, Any]) -> str:
 
 
 TABLE_COLUMNS = ("learner", "schedule", "seeds", "ACC", "95% CI", "published", "gap", "BWT", "FWT",
-                 "forgetting", "time (s)", "model size (kbit per task)")
+                 "forgetting", "time (s)", SIZE_COLUMN)
 
 
 def table_cells(row: dict[str, Any]) -> list[str]:
     """One row of a scenario's table, as the Markdown and HTML reports show it."""
-    sizes = row.get(MODEL_SIZE)
     return [row["learner"], row["schedule"], str(len(row["seeds"])), cell(row, "acc"),
             "" if row["acc_ci95_mean"] is None else f"± {row['acc_ci95_mean']:.2f}",
             _text(row["published"]), "" if row["difference"] is None else f"{row['difference']:+.2f}",
             *(_metric(row, metric) for metric in ("bwt", "fwt", "forgetting")), f"{row['time_s_mean']:.0f}",
-            "" if not sizes else " / ".join("–" if size is None else f"{size / 1000:.0f}" for size in sizes)]
+            sizes_cell(row.get(MODEL_SIZE))]
 
 
 def _markdown_table(rows: list[dict]) -> list[str]:
@@ -144,16 +143,19 @@ def _scenario_title(scenario: str | None) -> str:
     return f"{scenario}-incremental" if scenario else "few-shot"
 
 
-def figures(runs: list[Run], section: str, scenario: str | None) -> dict[str, Any]:
+def figures(runs: list[Run], section: str, scenario: str | None, summary_rows: list[dict]) -> dict[str, Any]:
     """The figures of one section and scenario as PNG data URIs: each row's R heatmap (its
-    first seed), and the loss curves of every row overlaid (mean over seeds)."""
+    first seed), the loss curves of every row overlaid (mean over seeds), and where rows report
+    their model size, accuracy against it."""
     mine = [run for run in runs if run.section == section and run.results.scenario == scenario]
     rows: dict[tuple[str, str], list[Run]] = {}
     for run in mine:
         rows.setdefault((run.label, run.schedule), []).append(run)
     heatmaps = [{"caption": f"{label} ({schedule})", "src": _data_uri(accuracy_matrix_figure(group[0].results))}
                 for (label, schedule), group in rows.items() if len(group[0].results.task_names) > 1]
-    return {"heatmaps": heatmaps, "curves": _data_uri(_curves_figure(rows)) if rows else None}
+    sized = any(row.get(MODEL_SIZE) for row in summary_rows)
+    return {"heatmaps": heatmaps, "curves": _data_uri(_curves_figure(rows)) if rows else None,
+            "sizes": _data_uri(accuracy_against_size_figure(summary_rows, _scenario_title(scenario))) if sized else None}
 
 
 def _curves_figure(rows: dict[tuple[str, str], list[Run]]) -> Any:
@@ -228,6 +230,8 @@ Runs made outside the suite are labelled with their schedule.</p>
 {% endfor %}</div>{% endif %}
 {% if part.figures.curves %}<p>Learning curves, overlaid:</p>
 <img src="{{ part.figures.curves }}" alt="learning curves, {{ section.title }}, {{ part.title }}">{% endif %}
+{% if part.figures.sizes %}<p>Model size after each task, and accuracy against it:</p>
+<img src="{{ part.figures.sizes }}" alt="accuracy against model size, {{ section.title }}, {{ part.title }}">{% endif %}
 {% endfor %}{% endfor %}
 <h2 id="runs">Runs: commands, versions, devices</h2>
 <table><tr>{% for column in run_columns %}<th>{{ column }}</th>{% endfor %}</tr>
@@ -247,7 +251,7 @@ def html_report(report: dict[str, Any], runs: list[Run], folder: Path) -> str:
     sections = []
     for section in report["sections"]:
         parts = [{"title": _scenario_title(part["scenario"]),
-                  "figures": figures(runs, section["name"], part["scenario"]),
+                  "figures": figures(runs, section["name"], part["scenario"], part["rows"]),
                   "rows": [{"cells": table_cells(row), "docs": _relative_link(row["docs"], folder),
                             "docs_name": Path(row["docs"]).stem if row["docs"] else ""} for row in part["rows"]]}
                  for part in section["scenarios"]]

@@ -3,8 +3,9 @@ prints and ``metalearn reproduce``'s report tabulates (one place for both).
 
 A row is one label (a config file's stem, e.g. ``dgr_distill``), scenario and grid point: each
 metric's mean and standard error over seeds in %, the published ACC and our gap to it, for
-few-shot runs the mean 95% confidence interval over test episodes, the run time, and the
-model's size in bits after each task where the learner reports it.
+few-shot runs the mean 95% confidence interval over test episodes, the run time, and after each
+task the mean accuracy on the tasks seen so far and the model's size in bits where the learner
+reports it (what :func:`metalearn.tracking.plots.accuracy_against_size_figure` draws).
 """
 
 from __future__ import annotations
@@ -21,6 +22,7 @@ from metalearn.tracking.run_folder import RESULTS_FILE
 
 METRICS = ("acc", "bwt", "fwt", "forgetting")
 MODEL_SIZE = "model_size_bits"  # a task value (results.json task_values), per task
+SIZE_COLUMN = "model size after each task (Mbit)"
 
 
 def read_results(path: str | Path) -> RunResults:
@@ -74,11 +76,20 @@ def summarize(results: list[tuple[RunResults, str, dict]], published: dict) -> l
         row["difference"] = None if reference is None else round(row["acc_mean"] - reference, 2)
         # seconds of training and evaluation (the run's timings), without start-up and data loading
         row["time_s_mean"] = round(float(np.mean([sum(r.timings.values()) for r in runs])), 1)
+        row["seen_acc"] = [round(100 * float(np.mean([seen_accuracy(r.accuracy, i) for r in runs])), 2)
+                           for i in range(len(runs[0].task_names))]
         sizes = [r.task_values[MODEL_SIZE] for r in runs if MODEL_SIZE in r.task_values]
         row[MODEL_SIZE] = [round(float(v)) if math.isfinite(v) else None
                            for v in np.mean(sizes, axis=0)] if sizes else None
         rows.append(row)
     return rows
+
+
+def seen_accuracy(R: np.ndarray, i: int) -> float:
+    """Mean accuracy on tasks 0..i after training on task i (ACC had the run stopped there);
+    NaN where R's row is incomplete or, for one-task runs, meaningless."""
+    row = np.asarray(R, dtype=float)[i, : i + 1]
+    return float(row.mean()) if row.size else math.nan
 
 
 def best_options(rows: list[dict]) -> dict:
@@ -102,13 +113,19 @@ def interval(half_width: float | None) -> str:
     return "" if half_width is None else f"± {half_width:.2f}"
 
 
+def sizes_cell(sizes: list[float | None] | None) -> str:
+    """Model sizes after each task in Mbit, ``a / b / c``."""
+    return "" if not sizes else " / ".join("–" if v is None else f"{v / 1e6:.1f}" for v in sizes)
+
+
 def table(rows: list[dict]) -> Table:
     view = Table(title="Metrics over seeds (%, mean ± s.e.): ours vs published ACC")
     intervals = any(r["acc_ci95_mean"] is not None for r in rows)  # few-shot: over test episodes
     columns = ["learner", "scenario", *(["options"] if any(r["options"] for r in rows) else []),
                "seeds", "ACC", *(["95% CI of a run"] if intervals else []), "published",
                "difference", "BWT", "FWT", "forgetting",
-               *(["validation ACC"] if any(not np.isnan(r["val_acc_mean"]) for r in rows) else [])]
+               *(["validation ACC"] if any(not np.isnan(r["val_acc_mean"]) for r in rows) else []),
+               *([SIZE_COLUMN] if any(r[MODEL_SIZE] for r in rows) else [])]
     for column in columns:
         view.add_column(column)
     for row in rows:
@@ -117,5 +134,6 @@ def table(rows: list[dict]) -> Table:
                      str(len(row["seeds"])), cell(row, "acc"),
                      *([interval(row["acc_ci95_mean"])] if intervals else []), str(row["published"]),
                      str(row["difference"]), cell(row, "bwt"), cell(row, "fwt"), cell(row, "forgetting"),
-                     *([cell(row, "val_acc")] if "validation ACC" in columns else []))
+                     *([cell(row, "val_acc")] if "validation ACC" in columns else []),
+                     *([sizes_cell(row[MODEL_SIZE])] if SIZE_COLUMN in columns else []))
     return view

@@ -242,6 +242,44 @@ def plot_loss_curves(curves: dict[str, np.ndarray], path: Path, title: str) -> P
     return Path(path)
 
 
+def accuracy_against_size_figure(rows: list[dict], title: str) -> Figure:
+    """Summary rows (``metalearn.sweep.summary``) that report model sizes, drawn two ways: the
+    model's size after each task (a learner that grows a column per task rises linearly), and
+    the error on the tasks seen so far against that size, one marker per task. Sizes in Mbit;
+    the second panel is log-log: near-perfect task-IL learners differ by tenths of a percent,
+    which a linear axis that also holds fine-tuning's forgetting flattens."""
+    from matplotlib.ticker import FuncFormatter
+
+    figure = _figure(11, 4.5)
+    growth, trade = figure.subplots(1, 2)
+    for row in rows:
+        if not row.get("model_size_bits"):
+            continue
+        sizes = np.array([math.nan if v is None else v / 1e6 for v in row["model_size_bits"]])
+        error = 100 - np.array(row["seen_acc"], dtype=float)[: len(sizes)]
+        label = row["learner"] + (f" ({row['scenario']})" if row.get("scenario") else "")
+        (line,) = growth.plot(np.arange(1, len(sizes) + 1), sizes, marker="o", linewidth=1.2, label=label)
+        trade.plot(sizes, error, marker="o", linewidth=1, color=line.get_color(), label=label)
+        trade.plot(sizes[-1:], error[-1:], marker="*", markersize=12, color=line.get_color())
+    trade.set_xscale("log")
+    trade.set_yscale("log")
+    for axis in (trade.xaxis, trade.yaxis):  # 20, 0.5: not 2x10^1, 5x10^-1
+        axis.set_major_formatter(FuncFormatter(lambda value, _: f"{value:g}"))
+        axis.set_minor_formatter(FuncFormatter(lambda value, _: f"{value:g}" if f"{value:e}"[0] in "235" else ""))
+    for axes in (growth, trade):
+        axes.grid(alpha=0.3, which="both")
+    growth.xaxis.get_major_locator().set_params(integer=True)
+    growth.set_xlabel("tasks trained")
+    growth.set_ylabel("model size (Mbit: stored parameters, masks as bits)")
+    trade.set_xlabel("model size (Mbit)")
+    trade.set_ylabel("error on the tasks seen (100 - accuracy, %; lower is better)")
+    trade.set_title("one marker per task; ★ after the last (100 - ACC)", fontsize=8)
+    if growth.get_lines():
+        growth.legend(fontsize=7)
+    figure.suptitle(title, fontsize=9)
+    return figure
+
+
 def image_grid(images: np.ndarray, padding: int = 2) -> np.ndarray:
     """[n, C, H, W] images in [0, 1] tiled into one [rows*(H+p), cols*(W+p), C] array (near
     square), C being 1 or 3; empty cells stay black."""

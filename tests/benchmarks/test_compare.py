@@ -84,3 +84,18 @@ def test_runs_are_read_from_a_sweeps_summary_and_from_run_folders(compare, tmp_p
     assert [(r.seed, label, options) for r, label, options in runs] == [
         (0, "ewc_online", point), (0, "si", {}), (0, "si_strong", {})]
     assert f"leaving out {seed1}: it stopped after 1 of 2 tasks" in capsys.readouterr().out
+
+
+def test_rows_carry_the_accuracy_on_seen_tasks_and_the_model_size_after_each_task(compare, tmp_path):
+    runs = [result("cpg", 0, 0.75), result("cpg", 1, 0.75)]
+    runs[0].accuracy[:] = [[0.9, 0.1], [0.7, 0.8]]
+    runs[1].accuracy[:] = [[1.0, 0.2], [0.9, 0.6]]
+    runs[0].task_values["model_size_bits"] = [1e6, 3e6]
+    runs[1].task_values["model_size_bits"] = [1e6, 5e6]
+    folder = write_run(tmp_path / "cpg-seed1", runs[1])
+    (row,) = compare.summarize([(runs[0], "cpg", {}), *compare.read_runs([str(folder / "results.json")])], {})
+    assert row["seen_acc"] == [95.0, 75.0]  # after task 0: (90 + 100) / 2; after task 1: (75 + 75) / 2
+    assert row["model_size_bits"] == [1e6, 4e6]
+    header = [column.header for column in compare.table([row]).columns]
+    assert header[-1] == "model size after each task (Mbit)"
+    assert list(compare.table([row]).columns[-1].cells) == ["1.0 / 4.0"]

@@ -97,8 +97,10 @@ def test_the_smoke_budget_runs_the_suite_and_reports_each_rows_mean_and_error_ov
     suite_runs = [run for run in section["runs"] if run["schedule"] == "smoke budget"]
     assert len(suite_runs) == 4 and all(run["command"].startswith("metalearn run ") and run["torch"]
                                         and run["device"] == "cpu" for run in suite_runs)
-    # self-contained: 3 R heatmaps (2 learners, 1 external) and the curves, all embedded; docs linked
-    assert len(re.findall(r'<img src="data:image/png;base64,', page)) == 4
+    # self-contained: 3 R heatmaps (2 learners, 1 external), the curves and accuracy against
+    # model size (the suite's runs record it), all embedded; docs linked
+    assert len(re.findall(r'<img src="data:image/png;base64,', page)) == 5
+    assert "accuracy against model size" in page
     assert broken_links(out / "report.html") == []
     assert "docs/baselines.md" in page
 

@@ -20,7 +20,7 @@ from metalearn.tracking import (
     learning_curves_figure,
     save_run_figures,
 )
-from metalearn.tracking.plots import image_grid
+from metalearn.tracking.plots import accuracy_against_size_figure, image_grid
 
 
 def assert_png_with_content(path: Path) -> np.ndarray:
@@ -197,3 +197,19 @@ def test_image_grid_tiles_images_row_by_row_in_a_near_square() -> None:
         assert np.all(grid[top : top + 3, left : left + 2, 0] == np.float32((k + 1) / 10))
     assert np.all(grid[5:8, 7:9] == 0)  # the sixth cell is empty
     assert grid.sum() == pytest.approx(sum(6 * (k + 1) / 10 for k in range(5)))
+
+
+def test_accuracy_against_size_draws_each_sized_rows_growth_and_error() -> None:
+    rows = [{"learner": "progressive", "scenario": "task", "seen_acc": [99.0, 98.0, 97.0],
+             "model_size_bits": [1e6, 3e6, 6e6]},
+            {"learner": "cpg", "scenario": "task", "seen_acc": [99.0, 99.0, 98.5],
+             "model_size_bits": [1e6, 1.5e6, 1.6e6]},
+            {"learner": "joint", "scenario": "task", "seen_acc": [99.0, 99.0, 99.0],
+             "model_size_bits": None}]  # reported no size: no line
+    growth, trade = accuracy_against_size_figure(rows, "Split MNIST").axes
+    assert [line.get_label() for line in growth.get_lines()] == ["progressive (task)", "cpg (task)"]
+    np.testing.assert_allclose(growth.get_lines()[0].get_ydata(), [1, 3, 6])  # Mbit per task
+    cpg = [line for line in trade.get_lines() if line.get_label() == "cpg (task)"]
+    np.testing.assert_allclose(cpg[0].get_xydata(), [[1, 1], [1.5, 1], [1.6, 1.5]])  # error in %
+    assert growth.get_yscale() == "linear"  # linear growth drawn as a straight line
+    assert trade.get_xscale() == trade.get_yscale() == "log"
