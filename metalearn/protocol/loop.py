@@ -346,7 +346,8 @@ class Protocol:
                 self.learner.begin_phase(i, phase.name)
                 batches = self.learner.training_batches(i, phase.name)
                 if batches is None:
-                    protocol_batches = protocol_batches or self._training_batches(i)
+                    if protocol_batches is None:
+                        protocol_batches = self._training_batches(i)
                     batches = protocol_batches
                 global_step = self._train_phase(i, phase, batches, phase_start,
                                                 max(first_step, phase_start), global_step,
