@@ -13,9 +13,10 @@ import torch
 from torch import nn
 
 from metalearn.models.conv4 import Conv4
+from metalearn.models.convnet import ConvNet
 from metalearn.models.mlp import MLP
 
-MODELS: dict[str, type[nn.Module]] = {"mlp": MLP, "conv4": Conv4}
+MODELS: dict[str, type[nn.Module]] = {"mlp": MLP, "conv4": Conv4, "convnet": ConvNet}
 
 
 def build_model(name: str, input_shape: tuple[int, ...], n_outputs: int, **options: Any) -> nn.Module:
@@ -24,6 +25,11 @@ def build_model(name: str, input_shape: tuple[int, ...], n_outputs: int, **optio
         return MLP(math.prod(input_shape), n_outputs, **options)
     if name == "conv4":
         return Conv4(n_outputs, in_channels=input_shape[0], **options)
+    if name == "convnet":
+        if "image_size" in options:
+            raise ValueError("model.options.image_size is the benchmark's image size, set by the "
+                             "runner: leave it out (Omniglot's is benchmark.options.image_size)")
+        return ConvNet(n_outputs, in_channels=input_shape[0], image_size=input_shape[-1], **options)
     raise ValueError(f"unknown model {name!r}; choose one of {sorted(MODELS)}")
 
 
@@ -39,4 +45,4 @@ def reinitialise(model: nn.Module, seed: int) -> None:
                 module.reset_parameters()
 
 
-__all__ = ["Conv4", "MLP", "MODELS", "build_model", "reinitialise"]
+__all__ = ["Conv4", "ConvNet", "MLP", "MODELS", "build_model", "reinitialise"]

@@ -90,7 +90,7 @@ def omniglot_to_mnist(
         "omniglot-to-mnist",
         train=pools["train"],
         test=_digit_pool(data.test_images, data.test_labels, DIGITS),
-        validation=pools["validation"],
+        validation=pools.get("validation"),
     )
     return Stream(task.name, (task,), frozenset())
 

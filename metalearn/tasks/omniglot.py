@@ -1,4 +1,5 @@
-"""Omniglot few-shot benchmarks: the MAML and Vinyals character splits, and an alphabet stream."""
+"""Omniglot few-shot benchmarks: the MAML, Vinyals and Lake character splits, and an alphabet
+stream."""
 
 from __future__ import annotations
 
@@ -27,11 +28,16 @@ VINYALS_TEST_ALPHABETS = frozenset({
 # ...plus the last four characters of Gurmukhi (the rest of Gurmukhi is training data).
 VINYALS_TEST_CHARACTERS = frozenset(f"Gurmukhi/character{i}" for i in (42, 43, 44, 45))
 
-SPLITS = ("maml", "vinyals")
+SPLITS = ("maml", "vinyals", "lake")
 
 
 def omniglot_split(data: OmniglotData, split: str = "maml") -> dict[str, list[int]]:
-    """Character ids of the train / validation / test parts of a named split."""
+    """Character ids of the train / validation / test parts of a named split.
+
+    ``lake``: Lake et al. (2015)'s own split, the archives as distributed: the 964 characters of
+    images_background to train, the 659 of images_evaluation to test, no validation part. OML
+    and ANML meta-test on up to 600 classes of it, more than any other split holds.
+    """
     if split == "maml":
         order = np.random.RandomState(MAML_SPLIT_SEED).permutation(len(data.characters)).tolist()
         n_train, n_validation = MAML_SPLIT_SIZES["train"], MAML_SPLIT_SIZES["validation"]
@@ -50,6 +56,10 @@ def omniglot_split(data: OmniglotData, split: str = "maml") -> dict[str, list[in
             else:
                 parts["train"].append(i)
         return parts
+    if split == "lake":
+        n = len(data.characters)
+        return {"train": list(range(data.n_background)), "validation": [],
+                "test": list(range(data.n_background, n))}
     raise ValueError(f"unknown Omniglot split {split!r}; choose one of {list(SPLITS)}")
 
 
@@ -58,11 +68,14 @@ def omniglot_pools(
     rotations: tuple[int, ...] = (0, 1, 2, 3),
     data_root: str | Path | None = None,
     device: torch.device | str = "cpu",
+    image_size: int = 28,
 ) -> dict[str, ClassPool]:
-    """Train / validation / test class pools; ``rotations`` (quarter turns) augment train only."""
-    data = load_omniglot(data_root)
+    """Train / validation / test class pools (a part the split leaves empty is absent);
+    ``rotations`` (quarter turns) augment train only; images ``image_size`` pixels square."""
+    data = load_omniglot(data_root, image_size)
     everything = ClassPool.from_grouped(data.images, data.characters).to(device)
-    pools = {part: everything.subset(ids) for part, ids in omniglot_split(data, split).items()}
+    pools = {part: everything.subset(ids) for part, ids in omniglot_split(data, split).items()
+             if ids}
     if rotations:
         pools["train"] = pools["train"].with_rotations(rotations)
     return pools
@@ -71,12 +84,14 @@ def omniglot_pools(
 def omniglot_few_shot(
     split: str = "maml",
     rotations: tuple[int, ...] = (0, 1, 2, 3),
+    image_size: int = 28,
     data_root: str | Path | None = None,
     device: torch.device | str = "cpu",
 ) -> Stream:
-    """The standard Omniglot few-shot benchmark: one episodic task over a character split."""
-    pools = omniglot_pools(split, rotations, data_root, device)
-    task = EpisodicTask(f"omniglot-{split}", pools["train"], pools["test"], pools["validation"])
+    """The standard Omniglot few-shot benchmark: one episodic task over a character split, of
+    ``image_size``-pixel images (28 as MAML; OML's network takes 84)."""
+    pools = omniglot_pools(split, rotations, data_root, device, image_size)
+    task = EpisodicTask(f"omniglot-{split}", pools["train"], pools["test"], pools.get("validation"))
     return Stream(f"omniglot-{split}", (task,), frozenset())
 
 

@@ -44,8 +44,30 @@ def test_vinyals_split_is_by_alphabet(data):
 
 
 def test_unknown_split_is_named(data):
-    with pytest.raises(ValueError, match="'lake'.*maml"):
-        omniglot_split(data, "lake")
+    with pytest.raises(ValueError, match="'background'.*maml"):
+        omniglot_split(data, "background")
+
+
+def test_lake_split_is_the_two_archives(data):
+    """Lake's split: images_background's 964 characters train, images_evaluation's 659 test,
+    enough for OML's and ANML's 600-way meta-test; no character of a test alphabet trains."""
+    parts = omniglot_split(data, "lake")
+    assert (len(parts["train"]), len(parts["validation"]), len(parts["test"])) == (964, 0, 659)
+    assert sorted(parts["train"] + parts["test"]) == list(range(1623))
+    train_alphabets = {data.alphabets[i] for i in parts["train"]}
+    test_alphabets = {data.alphabets[i] for i in parts["test"]}
+    assert (len(train_alphabets), len(test_alphabets)) == (30, 20)
+    assert not train_alphabets & test_alphabets and "Latin" in train_alphabets
+
+
+def test_lake_benchmark_has_no_validation_pool_and_refuses_too_many_ways(data_root):
+    from metalearn.tasks import EpisodeSampler, omniglot_few_shot
+
+    task = omniglot_few_shot("lake", rotations=(), data_root=data_root)[0]
+    assert (len(task.train), len(task.test), task.validation) == (964, 659, None)
+    EpisodeSampler(task.test, 600, 15, 5, seed=0).sample(1)
+    with pytest.raises(ValueError, match="660-way episodes need 660 classes.*has 659"):
+        EpisodeSampler(task.test, 660, 15, 5, seed=0)
 
 
 def test_rotations_augment_training_classes_only(omniglot):
