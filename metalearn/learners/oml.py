@@ -151,7 +151,7 @@ class OML(Learner):
         if head.out_features != n_outputs:
             generator = derive_generator(self.context.seed, f"{self.name}.head", task_index)
             weight = kaiming_normal((n_outputs, head.in_features), generator)
-            self.model.head = linear(weight.to(self.context.device))
+            self.model.head = linear(weight.to(head.weight))
             self._new_optimizer()
 
     def begin_task(self, task_index: int) -> None:
@@ -236,9 +236,9 @@ class OML(Learner):
         logits = []
         for support_x, support_y, query_x in zip(batch.support_x, batch.support_y, batch.query_x):
             n_way = int(support_y.max()) + 1
-            weight = kaiming_normal((n_way, self.model.head.in_features), generator)
-            head = self.learn_online(weight.to(support_x.device), self.network.embed(support_x),
-                                     support_y)
+            support = self.network.embed(support_x)
+            weight = kaiming_normal((n_way, support.shape[1]), generator).to(support)
+            head = self.learn_online(weight, support, support_y)
             logits.append(head(self.network.embed(query_x)))
         return torch.stack(logits)
 
