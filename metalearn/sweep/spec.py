@@ -21,6 +21,7 @@ from metalearn.tasks import BENCHMARKS
 
 
 Model = TypeVar("Model", bound=pydantic.BaseModel)
+VALIDATION_METRIC = "val_acc"  # what a run's validation points score (and its results' metric)
 
 
 class SpecError(ValueError):
@@ -79,6 +80,21 @@ class Resources(_Strict):
     gpus: float = pydantic.Field(0, ge=0)
 
 
+class Scheduler(_Strict):
+    """ASHA (Li et al. 2020, "A System for Massively Parallel Hyperparameter Tuning"): at
+    ``grace_period`` x ``reduction_factor``^k training steps, a trial whose validation score is
+    below the best 1/``reduction_factor`` of those that reached that step before it is stopped."""
+
+    name: Literal["asha"]
+    grace_period: int = pydantic.Field(gt=0)  # training steps every trial runs before a stop
+    reduction_factor: float = pydantic.Field(4, gt=1)
+
+    @pydantic.model_validator(mode="before")
+    @classmethod
+    def _name_alone(cls, value: Any) -> Any:
+        return {"name": value} if isinstance(value, str) else value
+
+
 class SweepSpec(_Strict):
     """A grid (every combination of ``grid`` x ``configs`` x ``seeds``) or a search."""
 
@@ -92,6 +108,7 @@ class SweepSpec(_Strict):
     resources: Resources = Resources()
     output_dir: Path  # the run folders and the sweep's summary
     best: Path | None = None  # where the best setting is written (tuned.yaml's format)
+    scheduler: Scheduler | None = None  # early stopping on the runs' validation points
 
     @pydantic.field_validator("grid")
     @classmethod
@@ -164,6 +181,10 @@ def check_trials(spec: SweepSpec, path: Path) -> None:
     if (spec.search is not None or spec.best is not None) and not spec.metric.startswith("val_"):
         raise SpecError(f"sweep spec {path}, entry 'metric': {spec.metric!r} is measured on the "
                         "test set; a setting is chosen on validation data only (val_acc)")
+    if spec.scheduler is not None and spec.metric != VALIDATION_METRIC:
+        raise SpecError(f"sweep spec {path}, entry 'metric': the {spec.scheduler.name} scheduler "
+                        f"stops trials on their validation points, which score {VALIDATION_METRIC}: "
+                        f"set metric: {VALIDATION_METRIC}, or drop the scheduler")
     candidates = trials(spec) if spec.search is None else [
         trial for key, distribution in spec.search.space.items()
         for value in distribution.examples() for trial in trials(spec, {key: value})]
@@ -175,13 +196,21 @@ def check_trials(spec: SweepSpec, path: Path) -> None:
             varied = ", ".join(f"{key}={value}" for key, value in trial.settings.items())
             raise SpecError(f"sweep spec {path}: the trial of {trial.config.name}"
                             f"{f' at {varied}' if varied else ''}: {error}") from None
-        needs_validation = spec.search is not None or spec.best is not None
-        if needs_validation and config.protocol.validate_every == 0:
+        if config.protocol.validate_every == 0 and (why := _validation_reader(spec)):
             raise SpecError(
-                f"sweep spec {path}: choosing a setting reads {spec.metric!r} on validation data, "
-                f"and runs of {trial.config.name} do not validate; add to overrides "
-                "protocol.validate_every=N and a validation split (benchmark.options.validation=0.1 "
-                "for MNIST streams): tuning on the test set would overstate every result")
+                f"sweep spec {path}: {why}, and runs of {trial.config.name} do not validate; add "
+                "to overrides protocol.validate_every=N and a validation split "
+                "(benchmark.options.validation=0.1 for MNIST streams): tuning on the test set "
+                "would overstate every result")
+
+
+def _validation_reader(spec: SweepSpec) -> str | None:
+    """What in ``spec`` reads the runs' validation data, if anything does."""
+    if spec.search is not None or spec.best is not None:
+        return f"choosing a setting reads {spec.metric!r} on validation data"
+    if spec.scheduler is not None:
+        return f"the {spec.scheduler.name} scheduler stops trials on their runs' validation points"
+    return None
 
 
 def check_names(config: RunConfig) -> None:

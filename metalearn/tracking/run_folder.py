@@ -3,7 +3,9 @@
 task (``images/<name>_task_<i>.png``). docs/outputs.md describes each file.
 
 results.json is rewritten after every task through a temporary file, so a run killed at any
-moment leaves the results of its completed tasks, never a half-written file. A run claims its
+moment leaves the results of its completed tasks, never a half-written file. With validation on,
+``validation.jsonl`` gets one line per validation point as the run makes it, so a process that
+watches the run (a sweep's early stopping) sees its learning curve while it trains. A run claims its
 folder exclusively (:func:`claim_run_dir`), so two runs never write into one; a resumed run
 keeps the environment it started in and adds its own under ``resumes``.
 """
@@ -20,12 +22,13 @@ import yaml
 
 from metalearn.files import atomic_write_text
 from metalearn.results import RunResults
-from metalearn.tracking.base import Tracker
+from metalearn.tracking.base import Tracker, seen_tasks_mean
 from metalearn.tracking.plots import save_image_grid, save_run_figures
 
 RESULTS_FILE = "results.json"
 CONFIG_FILE = "config.yaml"
 ENVIRONMENT_FILE = "environment.json"
+VALIDATION_FILE = "validation.jsonl"
 
 
 def claim_run_dir(run_dir: Path, numbered: bool = False) -> Path:
@@ -63,6 +66,18 @@ class RunFolder(Tracker):
             environment = {**started, "resumes": [*started.get("resumes", []), environment]}
         atomic_write_text(path, _json(environment))
 
+    def log_validation(self, task_index: int, global_step: int,
+                       accuracies: dict[str, float]) -> None:
+        """Append the point: its task and step, the score ``select: best_validation`` ranks
+        states by (the mean over the tasks seen), each task's accuracy. A resumed run appends
+        the points it scores again after its checkpoint (same steps, same values)."""
+        if self.run_dir is None:
+            raise RuntimeError("RunFolder.start must be called before validation is logged")
+        point = {"task": task_index, "step": global_step,
+                 "score": seen_tasks_mean(task_index, accuracies), "accuracies": accuracies}
+        with (self.run_dir / VALIDATION_FILE).open("a") as handle:
+            handle.write(json.dumps(point) + "\n")
+
     def log_task(self, task_index: int, results: RunResults) -> None:
         self._write_results(results)
 
@@ -94,6 +109,21 @@ def load_results(run_dir: str | Path) -> RunResults:
         raise FileNotFoundError(f"{path} does not exist: is {run_dir} a run folder of a run "
                                 "that evaluated at least once?")
     return RunResults.from_dict(json.loads(path.read_text()))
+
+
+def load_validation_points(run_dir: str | Path) -> list[dict[str, Any]]:
+    """The validation points ``validation.jsonl`` holds so far, in the order written (none if
+    the run has not validated yet); a last line still being written is left for the next read."""
+    path = Path(run_dir) / VALIDATION_FILE
+    if not path.is_file():
+        return []
+    points = []
+    for line in path.read_text().splitlines():
+        try:
+            points.append(json.loads(line))
+        except json.JSONDecodeError:  # only the line being appended can be incomplete
+            break
+    return points
 
 
 def _json(value: Any) -> str:

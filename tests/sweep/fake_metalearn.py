@@ -2,19 +2,25 @@
 --run-dir DIR`` or ``run --resume DIR`` and writes the run folder a run would, in milliseconds.
 
 Its validation accuracy peaks at lr=0.01 and its test accuracy is the opposite (so a sweep that
-tuned on the test set would choose another lr); lr above 1000 fails as a NaN loss does. Each
-call is appended to ``<output_dir>/calls.txt`` as ``run|resume <seed> <lr>``.
+tuned on the test set would choose another lr); lr above 1000 fails as a NaN loss does. It
+"trains" two tasks of ``protocol.steps_per_task`` steps, writing a validation point (scored as
+its final validation accuracy) every ``protocol.validate_every`` steps into validation.jsonl,
+POINT_S apart. Each call is appended to ``<output_dir>/calls.txt`` as ``run|resume <seed> <lr>``,
+and a stop by SIGTERM (as a run stops: exit status 143) as ``stopped <seed> <lr> <step>``.
 """
 
 import json
 import math
+import signal
 import sys
+import time
 from pathlib import Path
 
 import yaml
 
 from metalearn.results import RunResults
 
+POINT_S = 0.3  # seconds between validation points
 
 def main(arguments: list[str]) -> int:
     if arguments[:2] == ["run", "--resume"]:
@@ -32,14 +38,32 @@ def main(arguments: list[str]) -> int:
         run_dir.mkdir(parents=True)
         (run_dir / "config.yaml").write_text(yaml.safe_dump(config))
     lr = config["learner"]["options"]["lr"]
-    with open(Path(config["output_dir"]) / "calls.txt", "a") as calls:
+    log = Path(config["output_dir"]) / "calls.txt"
+    with open(log, "a") as calls:
         calls.write(f"{how} {config['seed']} {lr}\n")
     if lr > 1000:
         print("error: the loss is NaN at step 3 of task 0: lower learner.options.lr", file=sys.stderr)
         return 1
+    val_acc = 1 - (math.log10(lr) + 2) ** 2 / 100
+    step = 0
+
+    def stop(number, frame):
+        with open(log, "a") as calls:
+            calls.write(f"stopped {config['seed']} {lr} {step}\n")
+        print("stopped by SIGTERM: continue with: metalearn run --resume", file=sys.stderr)
+        sys.exit(143)
+
+    signal.signal(signal.SIGTERM, stop)
+    protocol = config["protocol"]
+    for step in range(protocol["validate_every"], 2 * protocol["steps_per_task"] + 1, protocol["validate_every"]):
+        if step > protocol["validate_every"]:
+            time.sleep(POINT_S)
+        with open(run_dir / "validation.jsonl", "a") as points:
+            points.write(json.dumps({"task": (step - 1) // protocol["steps_per_task"], "step": step,
+                                     "score": val_acc, "accuracies": {}}) + "\n")
     results = RunResults.empty("split_mnist", "finetune", "class", config["seed"], ["a", "b"], [1, 1], False)
     results.completed_tasks = 2
-    results.metrics = {"val_acc": 1 - (math.log10(lr) + 2) ** 2 / 100, "acc": (math.log10(lr) + 2) ** 2 / 100}
+    results.metrics = {"val_acc": val_acc, "acc": (math.log10(lr) + 2) ** 2 / 100}
     (run_dir / "results.json").write_text(json.dumps(results.to_dict()))
     return 0
 

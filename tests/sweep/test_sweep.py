@@ -150,6 +150,65 @@ def test_a_search_tunes_on_validation_and_writes_the_best_setting_with_its_comma
     assert {row["status"] for row in again} == {"reused"} and calls(tmp_path) == ran
 
 
+def test_a_search_finds_a_spec_s_relative_paths_from_the_folder_it_was_started_in(tmp_path, monkeypatch):
+    monkeypatch.chdir(tmp_path)  # Tune makes each searched point's trial in a folder of its own
+    fake_config(tmp_path)
+    Path("spec.yaml").write_text(yaml.safe_dump({
+        "configs": ["finetune.yaml"], "output_dir": "out",
+        "search": {"space": {"learner.options.lr": {"choice": [0.01]}}, "samples": 1}}))
+    rows = run_sweep(load_spec("spec.yaml"), command=FAKE)
+    assert [row["status"] for row in rows] == ["ran"] and calls(tmp_path) == ["run 0 0.01"]
+    assert Path(rows[0]["run_dir"]).parent == tmp_path / "out" / "split_mnist"
+
+
+def test_asha_stops_the_trial_that_validates_below_the_other_and_the_sweep_resumes_it_later(tmp_path):
+    spec = write_spec(tmp_path, grid={"learner.options.lr": [0.01, 100.0]}, resources={"cpus": 2},
+                      scheduler={"name": "asha", "grace_period": 5, "reduction_factor": 2})
+    fake_config(tmp_path, steps_per_task=20)  # 8 validation points, 5 steps and 0.3 s apart
+    # One trial at a time (2 CPUs each), in grid order: lr=0.01 (val_acc 1.0) runs alone to
+    # its end; lr=100 (0.84) reaches the first rung (step 5) below it and is stopped there.
+    rows = {row["settings"]["learner.options.lr"]: row for row in run_sweep(load_spec(spec), command=FAKE)}
+    assert rows[0.01]["status"] == "ran" and rows[0.01]["val_acc"] == pytest.approx(1.0)
+    assert rows[100.0]["status"] == "stopped early at step 5 (val_acc 0.8400)"
+    assert rows[100.0]["val_acc"] is None  # its score at step 5 is not the run's
+    stops = [line.split() for line in calls(tmp_path) if line.startswith("stopped")]
+    assert [stop[:3] for stop in stops] == [["stopped", "0", "100.0"]]  # by SIGTERM, as Ctrl-C stops a run
+    assert int(stops[0][3]) < 40  # before its last step
+    folder = Path(rows[100.0]["run_dir"])
+    assert (folder / "config.yaml").is_file() and not (folder / "results.json").exists()
+
+    # Started again: the finished run is reused, the stopped one resumed from its folder (this
+    # sweep's ASHA has no other trial's points at step 5 to stop it on: it runs to its end).
+    again = {row["settings"]["learner.options.lr"]: row for row in run_sweep(load_spec(spec), command=FAKE)}
+    assert again[0.01]["status"] == "reused"
+    assert again[100.0]["status"] == "resumed" and again[100.0]["val_acc"] == pytest.approx(0.84)
+    assert calls(tmp_path).count("resume 0 100.0") == 1
+
+
+def test_a_search_tells_optuna_a_trial_stopped_early_as_pruned_not_as_its_score_then():
+    from optuna.distributions import FloatDistribution
+    from optuna.trial import TrialState
+    from ray.tune.search.optuna import OptunaSearch
+
+    from metalearn.sweep.early_stopping import FinishedRunsSearch
+
+    told = {}
+    for searcher_type in (OptunaSearch, FinishedRunsSearch):
+        searcher = searcher_type(space={"lr": FloatDistribution(1e-4, 1.0, log=True)},
+                                 metric="val_acc", mode="max", seed=0)
+        for trial_id in ("finished", "stopped"):
+            searcher.suggest(trial_id)
+        point = {"step": 5, "val_acc": 0.99, "training_iteration": 1}  # on task 0 alone
+        searcher.on_trial_result("stopped", point)
+        searcher.on_trial_complete("finished", {"status": "ran", "val_acc": 0.8})
+        searcher.on_trial_complete("stopped", point)  # its last result: the point it was stopped at
+        told[searcher_type] = [(trial.state, trial.value if trial.state == TrialState.COMPLETE else None)
+                               for trial in searcher._ot_study.get_trials()]
+    # Tune's own takes the early score as the run's, above the finished run's; ours prunes it
+    assert told[OptunaSearch] == [(TrialState.COMPLETE, 0.8), (TrialState.COMPLETE, 0.99)]
+    assert told[FinishedRunsSearch] == [(TrialState.COMPLETE, 0.8), (TrialState.PRUNED, None)]
+
+
 @pytest.mark.parametrize("entries, protocol, message", [
     ({"grid": {"learner.name": ["finetune", "finetuen"]}}, {},
      "at learner.name=finetuen: learner.name: unknown learner 'finetuen'; did you mean 'finetune'?"),
@@ -169,6 +228,15 @@ def test_a_search_tunes_on_validation_and_writes_the_best_setting_with_its_comma
     ({"grid": {"learner.options.lr": [0.1]}, "best": "tuned.yaml", "metric": "acc"}, {},
      "'acc' is measured on the test set"),
     ({"grdi": {"learner.options.lr": [0.1]}}, {}, "entry 'grdi': Extra inputs are not permitted"),
+    ({"scheduler": "hyperband"}, {}, "entry 'scheduler.name': Input should be 'asha'"),
+    ({"scheduler": "asha"}, {}, "entry 'scheduler.grace_period': Field required"),
+    ({"scheduler": {"name": "asha", "grace_period": 5, "reduction_factor": 1}}, {},
+     "entry 'scheduler.reduction_factor': Input should be greater than 1"),
+    ({"scheduler": {"name": "asha", "grace_period": 5}, "metric": "acc"}, {},
+     "entry 'metric': the asha scheduler stops trials on their validation points, which score val_acc"),
+    ({"scheduler": {"name": "asha", "grace_period": 5}}, {"validate_every": 0},
+     "the asha scheduler stops trials on their runs' validation points, and runs of finetune.yaml "
+     "do not validate"),
 ])
 def test_a_bad_spec_is_refused_before_any_trial_naming_the_entry(tmp_path, entries, protocol, message):
     spec = write_spec(tmp_path, **entries)

@@ -12,6 +12,7 @@ import yaml
 from sample_run import CONFIG, ENVIRONMENT
 from metalearn.results import RunResults
 from metalearn.tracking import RunFolder, load_results
+from metalearn.tracking.run_folder import load_validation_points
 
 PNG = b"\x89PNG\r\n\x1a\n"
 
@@ -39,7 +40,23 @@ def test_a_whole_run_leaves_every_file(tmp_path: Path, drive) -> None:
         assert content.startswith(PNG) and len(content) > 5000
     assert sorted(p.name for p in tmp_path.iterdir()) == [
         "accuracy_matrix.png", "accuracy_per_task.png", "config.yaml", "environment.json",
-        "learning_curves.png", "results.json"]  # no temporary files left behind
+        "learning_curves.png", "results.json", "validation.jsonl"]  # no temporary files left behind
+
+
+def test_each_validation_point_is_on_disk_as_the_run_makes_it(tmp_path: Path) -> None:
+    folder = RunFolder()
+    folder.start(tmp_path, CONFIG, ENVIRONMENT, total_steps=60)
+    assert load_validation_points(tmp_path) == []  # not validated yet
+    folder.log_validation(0, 10, {"0/1": 0.55, "2/3": 0.45, "4/5": 0.35})
+    folder.log_validation(1, 30, {"0/1": 0.65, "2/3": 0.55, "4/5": 0.45})
+    points = load_validation_points(tmp_path)  # no task has ended: results.json does not exist
+    assert [(point["task"], point["step"]) for point in points] == [(0, 10), (1, 30)]
+    # the score is the mean over the tasks seen: task 0's alone, then (0.65 + 0.55) / 2
+    assert [point["score"] for point in points] == [0.55, pytest.approx(0.60)]
+    assert points[1]["accuracies"] == {"0/1": 0.65, "2/3": 0.55, "4/5": 0.45}
+    with (tmp_path / "validation.jsonl").open("a") as handle:  # a line being appended
+        handle.write('{"task": 2, "step": 5')
+    assert load_validation_points(tmp_path) == points
 
 
 def test_results_exist_after_each_task_before_the_run_finishes(tmp_path: Path, partial) -> None:
