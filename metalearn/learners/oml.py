@@ -232,30 +232,46 @@ class OML(Learner):
         """For each episode, a fresh head learns the support set online (class by class, one
         image per step, one pass); its logits [B, N*Q, N] for the queries."""
         self.network.eval()
+        support = torch.stack([self._embed(x) for x in batch.support_x])
+        query = torch.stack([self._embed(x) for x in batch.query_x])
+        n_way, width = int(batch.support_y.max()) + 1, support.shape[-1]
         generator = derive_generator(self.context.seed, f"{self.name}.test_heads")
-        logits = []
-        for support_x, support_y, query_x in zip(batch.support_x, batch.support_y, batch.query_x):
-            n_way = int(support_y.max()) + 1
-            support = self.network.embed(support_x)
-            weight = kaiming_normal((n_way, support.shape[1]), generator).to(support)
-            head = self.learn_online(weight, support, support_y)
-            logits.append(head(self.network.embed(query_x)))
-        return torch.stack(logits)
+        weight = torch.stack([kaiming_normal((n_way, width), generator) for _ in range(len(batch))])
+        weight, bias = self.learn_online(weight.to(support), support, batch.support_y)
+        return torch.baddbmm(bias[:, None], query, weight.transpose(1, 2))
+
+    def _embed(self, x: torch.Tensor, chunk: int = 1000) -> torch.Tensor:
+        """Features of one episode's images, ``chunk`` at a time (a 600-way support set holds
+        9000 images)."""
+        return torch.cat([self.network.embed(part) for part in x.split(chunk)])
 
     def learn_online(self, weight: torch.Tensor, features: torch.Tensor,
-                     labels: torch.Tensor) -> nn.Linear:
-        """A linear head from ``weight`` and zero biases, one ``test_optimizer`` step per
-        example in order."""
-        head = linear(weight)
-        optimizer = (adam(head.parameters(), self.options.test_lr)
-                     if self.options.test_optimizer == "adam"
-                     else torch.optim.SGD(head.parameters(), lr=self.options.test_lr))
-        with torch.enable_grad():
-            for feature, label in zip(features, labels):
-                optimizer.zero_grad()
-                F.cross_entropy(head(feature[None]), label[None]).backward()
-                optimizer.step()
-        return head.requires_grad_(False)
+                     labels: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """Linear heads (weights [B, N, D], biases [B, N]) learned from ``weight`` and zero
+        biases by one ``test_optimizer`` step per example of ``features`` [B, S, D] in order,
+        the B streams side by side. The cross-entropy's gradient is written out
+        ((softmax - one-hot) times the features) and Adam's step is torch.optim.Adam's (betas
+        0.9, 0.999, eps 1e-8), so the thousands of steps of a 600-way stream build no graph."""
+        bias = weight.new_zeros(weight.shape[:2])
+        params = [weight, bias]
+        first = [torch.zeros_like(p) for p in params]
+        second = [torch.zeros_like(p) for p in params]
+        lr, beta1, beta2 = self.options.test_lr, 0.9, 0.999
+        for step, (feature, label) in enumerate(zip(features.unbind(1), labels.unbind(1)), 1):
+            logits = torch.baddbmm(bias[:, None], feature[:, None], weight.transpose(1, 2))[:, 0]
+            error = logits.softmax(-1) - F.one_hot(label, weight.shape[1]).to(logits)
+            gradients = [error[:, :, None] * feature[:, None], error]
+            if self.options.test_optimizer == "sgd":
+                params = [p - lr * g for p, g in zip(params, gradients)]
+            else:
+                for m, v, g in zip(first, second, gradients):
+                    m.lerp_(g, 1 - beta1)
+                    v.mul_(beta2).addcmul_(g, g, value=1 - beta2)
+                scale = math.sqrt(1 - beta2 ** step)
+                params = [p - lr / (1 - beta1 ** step) * m / (v.sqrt() / scale + 1e-8)
+                          for p, m, v in zip(params, first, second)]
+            weight, bias = params
+        return weight, bias
 
     def model_size_bits(self) -> int:
         return sum(p.numel() * p.element_size() * 8 for p in self.network.parameters())

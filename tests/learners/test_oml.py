@@ -176,6 +176,26 @@ def test_meta_test_learns_a_fresh_head_online_in_one_pass():
             torch.testing.assert_close(logits[episode], expected)
 
 
+def test_meta_test_adam_takes_torch_adams_steps_on_each_stream():
+    """The written-out Adam on two streams side by side equals torch.optim.Adam on each alone."""
+    learner = build(test_optimizer="adam", test_lr=0.01)
+    generator = torch.Generator().manual_seed(4)
+    features = torch.rand(2, 7, 5, generator=generator, dtype=torch.float64)
+    labels = torch.randint(0, 3, (2, 7), generator=generator)
+    start = torch.randn(2, 3, 5, generator=generator, dtype=torch.float64)
+    weight, bias = learner.learn_online(start, features, labels)
+    for stream in range(2):
+        w = start[stream].clone().requires_grad_()
+        b = torch.zeros(3, dtype=torch.float64, requires_grad=True)
+        optimizer = torch.optim.Adam([w, b], lr=0.01)
+        for feature, label in zip(features[stream], labels[stream]):
+            optimizer.zero_grad()
+            F.cross_entropy((feature @ w.T + b)[None], label[None]).backward()
+            optimizer.step()
+        torch.testing.assert_close(weight[stream], w.detach())
+        torch.testing.assert_close(bias[stream], b.detach())
+
+
 def test_a_trained_learner_is_evaluated_at_any_number_of_ways():
     """The state keeps the meta-training head, not one of protocol.n_way outputs."""
     learner = build()
