@@ -3,7 +3,7 @@ learned online, beside the published points.
 
 Evaluates finished runs of ``metalearn run benchmarks/omniglot_oml/{oml,anml}.yaml`` at each
 number of classes (``metalearn evaluate RUN protocol.n_way=N``, the results kept in each run's
-``evaluations/``), then writes ``curve.png`` and ``curve.md`` to ``--out``.
+``evaluations/`` and reused), then writes ``curve.png`` and ``curve.md`` to ``--out``.
 
     python benchmarks/omniglot_oml/curve.py --run oml=RUN_DIR --run anml=RUN_DIR --out DIR
 """
@@ -11,6 +11,7 @@ number of classes (``metalearn evaluate RUN protocol.n_way=N``, the results kept
 from __future__ import annotations
 
 import argparse
+import json
 from pathlib import Path
 
 from matplotlib.figure import Figure
@@ -18,6 +19,7 @@ from matplotlib.figure import Figure
 from metalearn.cli.runner import evaluate
 
 WAYS = (10, 50, 100, 200, 600)
+EPISODES = (15, 15, 15, 15, 5)  # 600-way streams are 9000 steps: fewer draws (3000 queries each)
 # Meta-test test accuracy of the reference code as Numenta re-ran it (nupic.research,
 # projects/meta_cl/experiments: oml_replicate.py "OML-repo results", anml_replicate.py
 # "ANML-repo results"); 15 training and 5 held-out images per class, learned in one pass.
@@ -28,12 +30,16 @@ PUBLISHED = {
 COLOURS = {"oml": "tab:blue", "anml": "tab:orange"}
 
 
-def measure(run_dir: Path, ways: tuple[int, ...], episodes: int) -> dict[int, tuple[float, float]]:
-    """(accuracy, 95% CI half-width) of the run's learner at each number of classes."""
+def measure(run_dir: Path, ways: list[int], episodes: list[int]) -> dict[int, tuple[float, float]]:
+    """(accuracy, 95% CI half-width) of the run's learner at each number of classes: an
+    evaluation the run already holds with the same overrides, or a new one."""
+    held = {tuple(e["overrides"]): e for e in (json.loads(path.read_text()) for path in
+                                               (run_dir / "evaluations").glob("*.json"))}
     points = {}
-    for n_way in ways:
-        result = evaluate(run_dir, [f"protocol.n_way={n_way}", f"protocol.eval_episodes={episodes}",
-                                    f"protocol.eval_meta_batch_size={episodes}"])
+    for n_way, count in zip(ways, episodes, strict=True):
+        overrides = [f"protocol.n_way={n_way}", f"protocol.eval_episodes={count}",
+                     f"protocol.eval_meta_batch_size={count}"]
+        result = held.get(tuple(overrides)) or evaluate(run_dir, overrides)
         task = result["tasks"][0]
         points[n_way] = (task["accuracy"], task["ci95"])
     return points
@@ -79,16 +85,20 @@ def main() -> None:
     parser.add_argument("--out", type=Path, required=True, help="the folder for curve.png/.md")
     parser.add_argument("--ways", type=int, nargs="+", default=list(WAYS),
                         help="numbers of classes to learn online (default: 10 50 100 200 600)")
-    parser.add_argument("--episodes", type=int, default=15,
-                        help="meta-test episodes (draws of classes) per number of classes")
+    parser.add_argument("--episodes", type=int, nargs="+", default=list(EPISODES),
+                        help="meta-test episodes (draws of classes) at each number of classes "
+                             "(default: 15 15 15 15 5)")
     parser.add_argument("--title", default="Omniglot, Lake's evaluation characters")
     args = parser.parse_args()
+    if len(args.episodes) != len(args.ways):
+        parser.error(f"--episodes gives {len(args.episodes)} numbers for {len(args.ways)} --ways: "
+                     "give one per number of classes")
     curves = {}
     for run in args.run:
         name, _, run_dir = run.partition("=")
         if not run_dir:
             parser.error(f"--run {run!r}: give NAME=RUN_DIR, e.g. oml=benchmarks/results/...")
-        curves[name] = measure(Path(run_dir), tuple(args.ways), args.episodes)
+        curves[name] = measure(Path(run_dir), args.ways, args.episodes)
     args.out.mkdir(parents=True, exist_ok=True)
     plot(curves, args.title).savefig(args.out / "curve.png", dpi=120)
     (args.out / "curve.md").write_text(table(curves))
