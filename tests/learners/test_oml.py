@@ -211,7 +211,6 @@ def test_a_trained_learner_is_evaluated_at_any_number_of_ways():
         assert torch.equal(a, b)
 
 
-@pytest.mark.slow  # about 80 s on the 2 shared CPU cores: three runs with Omniglot evaluations
 def test_a_run_killed_mid_task_resumes_from_the_last_checkpoint_with_the_same_result(
         tiny_config, tmp_path, killed_and_resumed):
     """Three Omniglot alphabet groups of 16 steps, checkpoints every 4: killed in the third,
