@@ -249,28 +249,19 @@ class OML(Learner):
                      labels: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         """Linear heads (weights [B, N, D], biases [B, N]) learned from ``weight`` and zero
         biases by one ``test_optimizer`` step per example of ``features`` [B, S, D] in order,
-        the B streams side by side. The cross-entropy's gradient is written out
-        ((softmax - one-hot) times the features) and Adam's step is torch.optim.Adam's (betas
-        0.9, 0.999, eps 1e-8), so the thousands of steps of a 600-way stream build no graph."""
+        the B streams side by side (the optimizers are elementwise, so one over the stacked
+        heads is one per stream). The cross-entropy's gradient is written out ((softmax -
+        one-hot) times the features), so the thousands of steps of a 600-way stream build no
+        graph."""
+        weight = weight.clone()
         bias = weight.new_zeros(weight.shape[:2])
-        params = [weight, bias]
-        first = [torch.zeros_like(p) for p in params]
-        second = [torch.zeros_like(p) for p in params]
-        lr, beta1, beta2 = self.options.test_lr, 0.9, 0.999
-        for step, (feature, label) in enumerate(zip(features.unbind(1), labels.unbind(1)), 1):
+        optimizer_class = torch.optim.Adam if self.options.test_optimizer == "adam" else torch.optim.SGD
+        optimizer = optimizer_class([weight, bias], lr=self.options.test_lr)
+        for feature, label in zip(features.unbind(1), labels.unbind(1)):
             logits = torch.baddbmm(bias[:, None], feature[:, None], weight.transpose(1, 2))[:, 0]
             error = logits.softmax(-1) - F.one_hot(label, weight.shape[1]).to(logits)
-            gradients = [error[:, :, None] * feature[:, None], error]
-            if self.options.test_optimizer == "sgd":
-                params = [p - lr * g for p, g in zip(params, gradients)]
-            else:
-                for m, v, g in zip(first, second, gradients):
-                    m.lerp_(g, 1 - beta1)
-                    v.mul_(beta2).addcmul_(g, g, value=1 - beta2)
-                scale = math.sqrt(1 - beta2 ** step)
-                params = [p - lr / (1 - beta1 ** step) * m / (v.sqrt() / scale + 1e-8)
-                          for p, m, v in zip(params, first, second)]
-            weight, bias = params
+            weight.grad, bias.grad = error[:, :, None] * feature[:, None], error
+            optimizer.step()
         return weight, bias
 
     def model_size_bits(self) -> int:
