@@ -21,7 +21,7 @@ import copy
 import pydantic
 from torch import nn
 
-from metalearn.learners.oml import OML, OMLOptions, kaiming_normal
+from metalearn.learners.oml import OML, OMLOptions
 from metalearn.learners.registry import register
 from metalearn.seeding import derive_generator
 
@@ -55,8 +55,8 @@ class ANML(OML):
         generator = derive_generator(self.context.seed, "anml.modulator")
         for module in modulator.modules():
             if isinstance(module, (nn.Conv2d, nn.Linear)):
-                module.weight.data.copy_(kaiming_normal(tuple(module.weight.shape), generator))
-                module.bias.data.zero_()
+                nn.init.kaiming_normal_(module.weight, nonlinearity="relu", generator=generator)
+                nn.init.zeros_(module.bias)
             elif hasattr(module, "reset_parameters") and not list(module.children()):
                 module.reset_parameters()  # norms: deterministic (ones and zeros)
         return modulator.append(nn.Sigmoid())

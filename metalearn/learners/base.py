@@ -21,7 +21,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from metalearn.distributed import shard, sum_gradients, world_size
-from metalearn.tasks import Batch, EpisodeBatch, Scenario, Stream
+from metalearn.tasks import Batch, EpisodeBatch, EpisodicTask, Scenario, Stream
 
 CLASSIFICATION = "classification"
 EPISODIC = "episodic"
@@ -129,6 +129,12 @@ class Learner(abc.ABC):
 
     def end_task(self, task_index: int) -> None:
         """Called after training on task ``task_index``, before it is evaluated."""
+
+    def episodic_task(self, task_index: int) -> EpisodicTask:
+        """Task ``task_index`` of the stream, which an episodic learner's tasks are."""
+        task = self.context.stream[task_index]
+        assert isinstance(task, EpisodicTask)
+        return task
 
     def model_size_bits(self) -> int:
         """What the learner stores to predict, in bits: by default the model's parameters at

@@ -25,7 +25,6 @@ any N (``metalearn evaluate RUN protocol.n_way=600``).
 
 from __future__ import annotations
 
-import math
 from typing import Any, Iterator, Literal, NamedTuple
 
 import pydantic
@@ -38,7 +37,7 @@ from metalearn.learners.base import EPISODIC, Learner, LearnerContext, LearnerOp
 from metalearn.learners.inner_loop import Parameters
 from metalearn.learners.registry import register
 from metalearn.seeding import derive_generator
-from metalearn.tasks import EpisodeBatch, EpisodicTask
+from metalearn.tasks import EpisodeBatch
 
 
 class OMLOptions(LearnerOptions):
@@ -75,7 +74,7 @@ class Trajectory(NamedTuple):
 def kaiming_normal(shape: tuple[int, ...], generator: torch.Generator) -> torch.Tensor:
     """Kaiming-normal weights (fan-in, ReLU gain) drawn from ``generator``, as both papers'
     initialisation."""
-    return torch.randn(shape, generator=generator) * math.sqrt(2 / math.prod(shape[1:]))
+    return nn.init.kaiming_normal_(torch.empty(shape), nonlinearity="relu", generator=generator)
 
 
 def linear(weight: torch.Tensor) -> nn.Linear:
@@ -140,11 +139,6 @@ class OML(Learner):
     def _new_optimizer(self) -> None:
         self.optimizer = adam(self.network.parameters(), self.options.lr)
 
-    def _task(self, task_index: int) -> EpisodicTask:
-        task = self.context.stream[task_index]
-        assert isinstance(task, EpisodicTask)
-        return task
-
     def _resize_head(self, n_outputs: int, task_index: int) -> None:
         """A new head of ``n_outputs`` (Kaiming-normal weights, zero biases) unless it has them."""
         head = self.model.head
@@ -156,11 +150,11 @@ class OML(Learner):
 
     def begin_task(self, task_index: int) -> None:
         """Give the head one output per training class (the trajectories' labels)."""
-        self._resize_head(len(self._task(task_index).train), task_index)
+        self._resize_head(len(self.episodic_task(task_index).train), task_index)
 
     def training_batches(self, task_index: int, phase: str = "train") -> Iterator[Trajectory]:
         """Endless trajectories from the task's training classes (see the module docstring)."""
-        options, pool = self.options, self._task(task_index).train
+        options, pool = self.options, self.episodic_task(task_index).train
         classes, shots = options.trajectory_classes, options.trajectory_shots
         if classes > len(pool):
             raise ValueError(f"learner.options.trajectory_classes={classes} exceeds the "

@@ -17,7 +17,7 @@ from torch import nn
 from metalearn.learners.base import EPISODIC, Learner, LearnerContext, LearnerOptions, adam
 from metalearn.learners.registry import register
 from metalearn.seeding import reserved
-from metalearn.tasks import EpisodeBatch, EpisodicTask
+from metalearn.tasks import EpisodeBatch
 
 PRETRAIN_BATCHES = reserved("pretrain_finetune.batches")
 
@@ -48,7 +48,7 @@ class PretrainFineTune(Learner):
 
     def begin_task(self, task_index: int) -> None:
         """Give the model a head over this task's training classes."""
-        task = self._task(task_index)
+        task = self.episodic_task(task_index)
         head = self.model.head
         if head.out_features != len(task.train):
             self.model.head = nn.Linear(head.in_features, len(task.train)).to(self.context.device)
@@ -56,16 +56,11 @@ class PretrainFineTune(Learner):
 
     def training_batches(self, task_index: int, phase: str = "train") -> Iterator[tuple[torch.Tensor, torch.Tensor]]:
         """Plain minibatches over every training class at once, instead of episodes."""
-        return self._task(task_index).train.batches(
+        return self.episodic_task(task_index).train.batches(
             self.options.batch_size,
             PRETRAIN_BATCHES.generator(self.context.seed, task_index),
             name=f"the training classes of task {task_index}", setting="learner.options.batch_size",
         )
-
-    def _task(self, task_index: int) -> EpisodicTask:
-        task = self.context.stream[task_index]
-        assert isinstance(task, EpisodicTask)
-        return task
 
     def train_step(self, batch: tuple[torch.Tensor, torch.Tensor]) -> dict[str, torch.Tensor]:
         x, y = batch

@@ -87,7 +87,7 @@ def summarize(results: list[tuple[RunResults, str, dict]], published: dict) -> l
 
 def seen_accuracy(R: np.ndarray, i: int) -> float:
     """Mean accuracy on tasks 0..i after training on task i (ACC had the run stopped there);
-    NaN where R's row is incomplete or, for one-task runs, meaningless."""
+    NaN where that row of R is not measured yet."""
     row = np.asarray(R, dtype=float)[i, : i + 1]
     return float(row.mean()) if row.size else math.nan
 
