@@ -15,8 +15,11 @@ from torch import nn
 from metalearn.models.conv4 import Conv4
 from metalearn.models.convnet import ConvNet
 from metalearn.models.mlp import MLP
+from metalearn.models.searchable import (CONV4_BLOCKS, OPERATIONS, REDUCTIONS, DartsSupernet,
+                                         SearchableConvNet, architecture_flops, count_flops)
 
-MODELS: dict[str, type[nn.Module]] = {"mlp": MLP, "conv4": Conv4, "convnet": ConvNet}
+MODELS: dict[str, type[nn.Module]] = {"mlp": MLP, "conv4": Conv4, "convnet": ConvNet,
+                                      "searchable": SearchableConvNet, "darts": DartsSupernet}
 
 
 def build_model(name: str, input_shape: tuple[int, ...], n_outputs: int, **options: Any) -> nn.Module:
@@ -25,13 +28,13 @@ def build_model(name: str, input_shape: tuple[int, ...], n_outputs: int, **optio
         return MLP(math.prod(input_shape), n_outputs, **options)
     if name == "conv4":
         return Conv4(n_outputs, in_channels=input_shape[0], **options)
-    if name == "convnet":
+    if name in ("convnet", "searchable", "darts"):
         if "image_size" in options:
             raise ValueError("model.options.image_size is the benchmark's image size, set by the "
                              "runner: leave it out (Omniglot's is benchmark.options.image_size)")
-        return ConvNet(n_outputs, in_channels=input_shape[0], image_size=input_shape[-1], **options)
+        return MODELS[name](n_outputs, in_channels=input_shape[0], image_size=input_shape[-1],
+                            **options)
     raise ValueError(f"unknown model {name!r}; choose one of {sorted(MODELS)}")
-
 
 
 def reinitialise(model: nn.Module, seed: int) -> None:
@@ -45,4 +48,6 @@ def reinitialise(model: nn.Module, seed: int) -> None:
                 module.reset_parameters()
 
 
-__all__ = ["Conv4", "ConvNet", "MLP", "MODELS", "build_model", "reinitialise"]
+__all__ = ["CONV4_BLOCKS", "Conv4", "ConvNet", "DartsSupernet", "MLP", "MODELS", "OPERATIONS",
+           "REDUCTIONS", "SearchableConvNet", "architecture_flops", "build_model", "count_flops",
+           "reinitialise"]
