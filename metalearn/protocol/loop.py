@@ -67,12 +67,15 @@ class ProtocolSettings(pydantic.BaseModel):
     validate_every: int = pydantic.Field(0, ge=0)
     validation_episodes: int = pydantic.Field(100, ge=1)  # few-shot, drawn from eval_seed
     select: Literal["last", "best_validation"] = "last"  # the state of a task that is tested
+    # False: the test data are never read (R and b stay empty; the metrics are the validation
+    # score alone), for runs whose only reader is a search (an architecture search's candidates)
+    test: bool = True
 
     # Settings added after run names and checkpoints were made from these settings: left out
     # of a run's result settings while at these values, so runs started before keep their
     # names and resume.
     LATER_DEFAULTS: ClassVar[dict[str, Any]] = {
-        "validate_every": 0, "validation_episodes": 100, "select": "last"}
+        "validate_every": 0, "validation_episodes": 100, "select": "last", "test": True}
 
     @pydantic.model_validator(mode="after")
     def _whole_curve_points(self) -> ProtocolSettings:
@@ -90,6 +93,14 @@ class ProtocolSettings(pydantic.BaseModel):
                              "accuracy, but protocol.validate_every is 0 (no validation): set "
                              "protocol.validate_every to the training steps between validations, "
                              "or protocol.select=last")
+        return self
+
+    @pydantic.model_validator(mode="after")
+    def _untested_needs_validation(self) -> ProtocolSettings:
+        if not self.test and not self.validate_every:
+            raise ValueError("protocol.test=false reads no test data, and protocol.validate_every "
+                             "is 0 (no validation): the run would score nothing. Set "
+                             "protocol.validate_every to the training steps between validations")
         return self
 
     def later_settings_at_default(self) -> set[str]:
@@ -167,7 +178,7 @@ class Protocol:
 
     def _run(self, results: RunResults, checkpoint: Path) -> RunResults:
         global_step, task_step = self._global_step, self._task_step
-        if np.isnan(results.initial_accuracy).any():
+        if self.settings.test and np.isnan(results.initial_accuracy).any():
             results.initial_accuracy[:] = [self._checked_evaluation(j, 0)[0]
                                            for j in range(len(self.stream))]
             self.tracker.log_task(-1, results)
@@ -177,12 +188,8 @@ class Protocol:
             task_step = 0
             learner_state = self._check_finite_state(
                 f"after training on task {i} ({self.stream[i].name!r})", results, checkpoint)
-            start = time.perf_counter()
-            row = [self._checked_evaluation(j, i + 1) for j in range(len(self.stream))]
-            results.accuracy[i] = [accuracy for accuracy, _ in row]
-            if results.interval is not None:
-                results.interval[i] = [interval for _, interval in row]
-            results.timings[f"eval_s/task_{i}"] = time.perf_counter() - start
+            if self.settings.test:
+                self._test(i, results)
             images = self._record_report(i, results)
             results.completed_tasks = i + 1
             self._save(checkpoint, results, global_step, learner_state=learner_state)
@@ -190,11 +197,20 @@ class Protocol:
             if images:
                 self.tracker.log_images(i, images)
 
-        results.metrics = self._metrics(results)
+        results.metrics = self._metrics(results) if self.settings.test else {}
         if self.settings.validate_every:  # what tuning reads: the tested states on validation data
             accuracies = self._validation_accuracies(seen=len(self.stream))
             results.metrics["val_acc"] = float(np.mean(list(accuracies.values())))
         return results
+
+    def _test(self, i: int, results: RunResults) -> None:
+        """Row i of R (and of the CIs): every task's test accuracy after training on task i."""
+        start = time.perf_counter()
+        row = [self._checked_evaluation(j, i + 1) for j in range(len(self.stream))]
+        results.accuracy[i] = [accuracy for accuracy, _ in row]
+        if results.interval is not None:
+            results.interval[i] = [interval for _, interval in row]
+        results.timings[f"eval_s/task_{i}"] = time.perf_counter() - start
 
     def _check_validation_data(self) -> None:
         """With validation on, every task must hold validation data: say which do not."""

@@ -168,23 +168,28 @@ def _stop(process: subprocess.Popen) -> None:
 def run_sweep(spec: SweepSpec, command: Sequence[str] = METALEARN, address: str | None = None) -> list[dict]:
     """Every trial of ``spec`` as a Tune trial, side by side as resources allow; one row per
     trial (its settings, status, metric, run folder or error), failures included."""
+    if spec.searches():
+        # A searcher's point becomes a trial in Tune's folder for it: the spec's paths, relative
+        # to this folder, are made absolute here.
+        spec = spec.model_copy(update={"configs": [path.absolute() for path in spec.configs],
+                                       "output_dir": spec.output_dir.absolute()})
+    if spec.architecture is not None:
+        from metalearn.sweep.architecture import run_architecture_search
+
+        return run_architecture_search(spec, command, address)
     if spec.search is None:
         return run_trials(trials(spec), spec.resources, spec.output_dir, command, address,
                           spec.metric, spec.scheduler, spec.mode)
     tune = import_tune()
     from metalearn.sweep.early_stopping import FinishedRunsSearch
 
-    # A searcher's point becomes a trial in Tune's folder for it: the spec's paths, relative to
-    # this folder, are made absolute here.
-    spec = spec.model_copy(update={"configs": [path.absolute() for path in spec.configs],
-                                   "output_dir": spec.output_dir.absolute()})
     space = {key: value.tune_domain() for key, value in spec.search.space.items()}
     # Seeded draws: a search started again (after a kill) draws the same random first points
     # (TPE's first 10) and reuses their runs; later points follow the results in the order
     # they came, which trials side by side may change.
     searcher = FinishedRunsSearch(metric=spec.metric, mode=spec.mode, seed=spec.seeds[0])
     tune_config = tune.TuneConfig(search_alg=searcher, num_samples=spec.search.samples, reuse_actors=True)
-    return _fit(space, tune_config, lambda params: trials(spec, params)[0], spec.resources,
+    return fit(space, tune_config, lambda params: trials(spec, params)[0], spec.resources,
                 spec.output_dir, command, address, spec.metric, spec.scheduler, spec.mode)
 
 
@@ -195,12 +200,12 @@ def run_trials(grid: list[Trial], resources: Resources, output_dir: Path, comman
     ``resources`` allow; one row per trial, failures included."""
     tune = import_tune()
     space = {"trial": tune.grid_search([trial.model_dump(mode="json") for trial in grid])}
-    return _fit(space, tune.TuneConfig(reuse_actors=True),
+    return fit(space, tune.TuneConfig(reuse_actors=True),
                 lambda params: type(grid[0]).model_validate(params["trial"]),
                 resources, output_dir, command, address, metric, scheduler, mode)
 
 
-def _fit(space: dict, tune_config: Any, trial_of: Callable[[dict], Trial], resources: Resources,
+def fit(space: dict, tune_config: Any, trial_of: Callable[[dict], Trial], resources: Resources,
          output_dir: Path, command: Sequence[str], address: str | None, metric: str,
          scheduler: Scheduler | None, mode: str) -> list[dict]:
     """Run Tune over ``space``, each point's trial given by ``trial_of`` (a grid point carries

@@ -16,12 +16,15 @@ import yaml
 
 from metalearn.cli.config import ConfigError, RunConfig, check_options, load_config
 from metalearn.learners import get_learner
-from metalearn.models import MODELS
+from metalearn.models import CONV4_BLOCKS, MODELS
+from metalearn.nas import ArchitectureSpace, DartsOptions, SearcherOptions
 from metalearn.tasks import BENCHMARKS
 
 
 Model = TypeVar("Model", bound=pydantic.BaseModel)
 VALIDATION_METRIC = "val_acc"  # what a run's validation points score (and its results' metric)
+BLOCKS_KEY = "model.options.blocks"  # what an architecture search varies
+CANDIDATE_MODEL = "searchable"  # the model of an architecture search's candidates
 
 
 class SpecError(ValueError):
@@ -73,6 +76,17 @@ class Search(_Strict):
     searcher: Literal["optuna"] = "optuna"
 
 
+class ArchitectureSearch(_Strict):
+    """Search the backbone (docs/architecture_search.md): ``searcher`` proposes ``candidates``
+    architectures of ``space``, ``batch`` at a time (as many as train side by side); each is a
+    trial of the spec's config with its blocks, scored on validation data only."""
+
+    searcher: SearcherOptions | DartsOptions = pydantic.Field(discriminator="name")
+    candidates: int = pydantic.Field(ge=1)
+    space: ArchitectureSpace = ArchitectureSpace()
+    batch: int = pydantic.Field(2, ge=1)
+
+
 class Resources(_Strict):
     """What one trial (one run) holds while it runs: Ray places as many side by side as fit."""
 
@@ -102,6 +116,7 @@ class SweepSpec(_Strict):
     overrides: list[str] = []  # key.path=value, applied to every trial
     grid: dict[str, list[Any]] = {}
     search: Search | None = None
+    architecture: ArchitectureSearch | None = None
     seeds: list[int] = pydantic.Field([0], min_length=1)
     metric: str = "val_acc"  # a key of results.json's metrics
     mode: Literal["max", "min"] = "max"
@@ -120,10 +135,16 @@ class SweepSpec(_Strict):
 
     @pydantic.model_validator(mode="after")
     def _grid_or_search(self) -> SweepSpec:
-        if self.search is not None and (self.grid or len(self.configs) > 1 or len(self.seeds) > 1):
+        if self.search is not None and self.architecture is not None:
+            raise ValueError("give search (of settings) or architecture (of the backbone), not both")
+        if self.searches() and (self.grid or len(self.configs) > 1 or len(self.seeds) > 1):
             raise ValueError("a search samples one config at one seed: give one entry in configs "
                              "and seeds and no grid (run one search per config)")
         return self
+
+    def searches(self) -> bool:
+        """Whether the trials are proposed by a searcher (of settings or architectures)."""
+        return self.search is not None or self.architecture is not None
 
 
 class Trial(pydantic.BaseModel):
@@ -166,9 +187,11 @@ def read_spec(path: str | Path, model: type[Model], kind: str) -> Model:
 
 def trials(spec: SweepSpec, settings: dict[str, Any] | None = None) -> list[Trial]:
     """The grid's trials, or (for a search) the trial of one sampled point ``settings``."""
-    points = [settings or {}] if spec.search else [
+    points = [settings or {}] if spec.searches() else [
         dict(zip(spec.grid, values)) for values in itertools.product(*spec.grid.values())]
     output = [f"output_dir={spec.output_dir.absolute()}"]
+    if spec.architecture is not None:  # candidates are scored on validation data only
+        output.append("protocol.test=false")
     return [Trial(config=config.absolute(), label=config.stem, settings=point,
                   overrides=[*spec.overrides, *output, f"seed={seed}",
                              *(f"{key}={override_value(value)}" for key, value in point.items())])
@@ -178,16 +201,20 @@ def trials(spec: SweepSpec, settings: dict[str, Any] | None = None) -> list[Tria
 def check_trials(spec: SweepSpec, path: Path) -> None:
     """Build every trial's config (for a search: at each bound and choice) and check its names
     and options, so that no trial fails on a config error after others have run."""
-    if (spec.search is not None or spec.best is not None) and not spec.metric.startswith("val_"):
+    if (spec.searches() or spec.best is not None) and not spec.metric.startswith("val_"):
         raise SpecError(f"sweep spec {path}, entry 'metric': {spec.metric!r} is measured on the "
                         "test set; a setting is chosen on validation data only (val_acc)")
     if spec.scheduler is not None and spec.metric != VALIDATION_METRIC:
         raise SpecError(f"sweep spec {path}, entry 'metric': the {spec.scheduler.name} scheduler "
                         f"stops trials on their validation points, which score {VALIDATION_METRIC}: "
                         f"set metric: {VALIDATION_METRIC}, or drop the scheduler")
-    candidates = trials(spec) if spec.search is None else [
-        trial for key, distribution in spec.search.space.items()
-        for value in distribution.examples() for trial in trials(spec, {key: value})]
+    if spec.architecture is not None:
+        candidates = trials(spec, {BLOCKS_KEY: CONV4_BLOCKS})
+    elif spec.search is not None:
+        candidates = [trial for key, distribution in spec.search.space.items()
+                      for value in distribution.examples() for trial in trials(spec, {key: value})]
+    else:
+        candidates = trials(spec)
     for trial in candidates:
         try:
             config = trial.run_config()
@@ -196,6 +223,10 @@ def check_trials(spec: SweepSpec, path: Path) -> None:
             varied = ", ".join(f"{key}={value}" for key, value in trial.settings.items())
             raise SpecError(f"sweep spec {path}: the trial of {trial.config.name}"
                             f"{f' at {varied}' if varied else ''}: {error}") from None
+        if spec.architecture is not None and config.model.name != CANDIDATE_MODEL:
+            raise SpecError(f"sweep spec {path}, entry 'architecture': candidates are models "
+                            f"{CANDIDATE_MODEL!r}, but {trial.config.name} trains {config.model.name!r}: "
+                            f"set model.name: {CANDIDATE_MODEL} in it")
         if config.protocol.validate_every == 0 and (why := _validation_reader(spec)):
             raise SpecError(
                 f"sweep spec {path}: {why}, and runs of {trial.config.name} do not validate; add "
@@ -206,7 +237,7 @@ def check_trials(spec: SweepSpec, path: Path) -> None:
 
 def _validation_reader(spec: SweepSpec) -> str | None:
     """What in ``spec`` reads the runs' validation data, if anything does."""
-    if spec.search is not None or spec.best is not None:
+    if spec.searches() or spec.best is not None:
         return f"choosing a setting reads {spec.metric!r} on validation data"
     if spec.scheduler is not None:
         return f"the {spec.scheduler.name} scheduler stops trials on their runs' validation points"

@@ -305,3 +305,24 @@ def save_image_grid(images: np.ndarray, path: Path, title: str) -> Path:
     axes.set_title(title, fontsize=9)
     figure.savefig(path, dpi=110)
     return Path(path)
+
+
+def search_progress_figure(curves: dict[str, list[tuple[float, float]]],
+                           references: dict[str, float], title: str) -> Figure:
+    """Each architecture search's best validation score so far against the candidate-trainings
+    it has spent (``curves``: searcher -> (spent, best) points; a lone point is drawn as a
+    marker), with horizontal lines for ``references`` (e.g. Conv4 trained as a candidate)."""
+    figure = _figure(7, 4.5)
+    axes = figure.subplots()
+    for name, points in curves.items():
+        spent, best = np.array(points, dtype=float).reshape(-1, 2).T * [[1], [100]]
+        axes.plot(spent, best, marker="o", markersize=3 if len(spent) > 1 else 8,
+                  drawstyle="steps-post", linewidth=1.4, label=name)
+    for name, score in references.items():
+        axes.axhline(100 * score, color="grey", linestyle="--", linewidth=1, label=name)
+    axes.set_xlabel("candidate-trainings spent")
+    axes.set_ylabel("best validation accuracy so far (%)")
+    axes.grid(alpha=0.3)
+    axes.legend(fontsize=8)
+    figure.suptitle(title, fontsize=9)
+    return figure

@@ -284,3 +284,23 @@ def test_the_lstm_optimizer_is_validated_on_the_optimisee_it_trains(tmp_path):
     # the last step's validation scores the model the task ends with (not the optimisee's
     # initial weights, which the model holds while an optimisee trains), on the same data
     assert results.validation_curves["t0"][-1] == (8, results.accuracy[0, 0])
+
+
+def test_an_untested_run_reads_validation_data_only_and_scores_it_alone(tmp_path, monkeypatch):
+    splits = []
+    evaluate = Protocol.evaluate
+    monkeypatch.setattr(Protocol, "evaluate",
+                        lambda self, j, seen, split="test": splits.append(split) or evaluate(self, j, seen, split))
+    protocol, results = one_task(PeaksEarly, validate_every=4, test=False)
+    protocol.run(results, tmp_path)
+    assert splits == ["validation"] * 3  # at step 4, the task's end and the run's: no test data
+    assert results.metrics == {"val_acc": 0.0}
+    assert np.isnan(results.accuracy).all() and np.isnan(results.initial_accuracy).all()
+    tested, tested_results = one_task(PeaksEarly, validate_every=4)
+    tested.run(tested_results, tmp_path / "tested")
+    assert "test" in splits and tested_results.metrics["val_acc"] == 0.0
+
+
+def test_an_untested_run_without_validation_is_refused_naming_both_settings():
+    with pytest.raises(pydantic.ValidationError, match="protocol.test=false reads no test data, and protocol.validate_every is 0"):
+        ProtocolSettings(steps_per_task=1, test=False)

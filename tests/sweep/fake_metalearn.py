@@ -1,7 +1,8 @@
 """Stands in for ``python -m metalearn`` in the sweep tests: takes ``run CONFIG [key=value ...]
 --run-dir DIR`` or ``run --resume DIR`` and writes the run folder a run would, in milliseconds.
 
-Its validation accuracy peaks at lr=0.01 and its test accuracy is the opposite (so a sweep that
+Its validation accuracy peaks at lr=0.01 (for an architecture search's candidates, with
+``model.options.blocks``: the fraction of conv3x3 blocks) and its test accuracy is the opposite (so a sweep that
 tuned on the test set would choose another lr); lr above 1000 fails as a NaN loss does. It
 "trains" two tasks of ``protocol.steps_per_task`` steps, writing a validation point (scored as
 its final validation accuracy) every ``protocol.validate_every`` steps into validation.jsonl,
@@ -45,6 +46,9 @@ def main(arguments: list[str]) -> int:
         print("error: the loss is NaN at step 3 of task 0: lower learner.options.lr", file=sys.stderr)
         return 1
     val_acc = 1 - (math.log10(lr) + 2) ** 2 / 100
+    blocks = config["model"].get("options", {}).get("blocks")
+    if blocks:
+        val_acc = sum(block["op"] == "conv3x3" for block in blocks) / len(blocks)
     step = 0
 
     def stop(number, frame):
