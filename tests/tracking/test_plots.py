@@ -20,7 +20,7 @@ from metalearn.tracking import (
     learning_curves_figure,
     save_run_figures,
 )
-from metalearn.tracking.plots import accuracy_against_size_figure, image_grid
+from metalearn.tracking.plots import accuracy_against_size_figure, image_grid, search_progress_figure
 
 
 def assert_png_with_content(path: Path) -> np.ndarray:
@@ -213,3 +213,14 @@ def test_accuracy_against_size_draws_each_sized_rows_growth_and_error() -> None:
     np.testing.assert_allclose(cpg[0].get_xydata(), [[1, 1], [1.5, 1], [1.6, 1.5]])  # error in %
     assert growth.get_yscale() == "linear"  # linear growth drawn as a straight line
     assert trade.get_xscale() == trade.get_yscale() == "log"
+
+
+def test_search_progress_draws_each_searchers_best_so_far_in_percent_and_the_references() -> None:
+    curves = {"random": [(1, 0.80), (2, 0.85), (3, 0.85)], "darts": [(20.5, 0.9)]}
+    (axes,) = search_progress_figure(curves, {"Conv4": 0.88}, "search").axes
+    random, darts, conv4 = axes.get_lines()
+    assert [line.get_label() for line in (random, darts, conv4)] == ["random", "darts", "Conv4"]
+    np.testing.assert_allclose(random.get_xydata(), [[1, 80], [2, 85], [3, 85]])
+    np.testing.assert_allclose(darts.get_xydata(), [[20.5, 90]])  # a lone point, as a marker
+    assert darts.get_markersize() > random.get_markersize()
+    np.testing.assert_allclose(conv4.get_ydata(), [88, 88])
