@@ -1,7 +1,6 @@
 """benchmarks/architecture_search.py: each search's progress in candidate-trainings spent (DARTS
 after its supernet's cost) and the architectures' descriptions."""
 
-import importlib.util
 from pathlib import Path
 
 import pytest
@@ -9,12 +8,12 @@ import pytest
 BENCHMARKS = Path(__file__).resolve().parents[2] / "benchmarks"
 
 
-@pytest.fixture(scope="module")
-def script():
-    spec = importlib.util.spec_from_file_location("architecture_search", BENCHMARKS / "architecture_search.py")
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
+@pytest.fixture
+def script(monkeypatch):
+    monkeypatch.syspath_prepend(str(BENCHMARKS))
+    import architecture_search
+
+    return architecture_search
 
 
 def test_progress_counts_candidates_and_starts_darts_after_its_supernet(script):
