@@ -2,7 +2,8 @@
 trial (one ordinary run of the spec's config with ``model.options.blocks`` set, scored on
 validation data only), proposed by a searcher of metalearn.nas; DARTS as two trials (the
 supernet, then its derived architecture). Writes ``search.json`` beside the runs: the
-candidates in the order proposed, with FLOPs, parameters and the best score so far."""
+candidates in the order proposed, with FLOPs, parameters and the best score so far (for
+DARTS also the supernet's training time and final architecture weights)."""
 
 from __future__ import annotations
 
@@ -19,6 +20,7 @@ from metalearn.nas import (Architecture, ArchitectureSearcher, DartsOptions, as_
 from metalearn.protocol.checkpoint import load_checkpoint
 from metalearn.sweep.engine import fit, import_tune, run_trials
 from metalearn.sweep.spec import BLOCKS_KEY, SweepSpec, Trial, trials
+from metalearn.tracking.run_folder import load_results
 
 FAILED_SCORE = 0.0  # what a searcher is told of a candidate whose run failed
 SEARCH_FILE = "search.json"
@@ -102,10 +104,9 @@ def _run_darts(spec: SweepSpec, options: DartsOptions, command: Sequence[str],
     model = _trained_supernet(supernet.run_config(), run_dir, space.image_shape)
     derived = _candidate(spec, model.derive(flops_limit=space.flops_limit()))
     rows += run_trials([derived], spec.resources, spec.output_dir, command, address, spec.metric)
-    candidate_steps = derived.run_config().protocol.steps_per_task
     _write_search(spec, rows[1:], supernet={
-        "run_dir": str(run_dir), "steps": options.supernet_steps, "val_acc": rows[0][spec.metric],
-        "candidate_trainings": options.supernet_steps / candidate_steps,
+        "run_dir": _portable(run_dir), "steps": options.supernet_steps, "val_acc": rows[0][spec.metric],
+        "train_s": load_results(run_dir).timings["train_s/task_0"],
         "architecture_weights": model.architecture_weights()})
     return rows
 
@@ -117,6 +118,15 @@ def _trained_supernet(config: RunConfig, run_dir: Path, image_shape: tuple[int, 
     model.features.load_state_dict({key.removeprefix("features."): value for key, value in state.items()
                                     if key.startswith("features.")})
     return model
+
+
+def _portable(path: str | Path) -> str:
+    """``path`` relative to the working folder where it lies inside it (search.json is
+    committed with results: anyone's clone can follow it), else as it is."""
+    try:
+        return str(Path(path).relative_to(Path.cwd()))
+    except ValueError:
+        return str(path)
 
 
 def _write_search(spec: SweepSpec, rows: list[dict], supernet: dict | None = None) -> Path:
@@ -133,7 +143,7 @@ def _write_search(spec: SweepSpec, rows: list[dict], supernet: dict | None = Non
         candidates.append({
             "candidate": index + 1, "blocks": blocks, "flops": space.flops(from_blocks(blocks)),
             "parameters": sum(p.numel() for p in model.parameters()), spec.metric: score,
-            "best_so_far": best, "status": row["status"], "run_dir": row["run_dir"], "error": row["error"]})
+            "best_so_far": best, "status": row["status"], "run_dir": _portable(row["run_dir"]), "error": row["error"]})
     path = spec.output_dir / SEARCH_FILE
     path.parent.mkdir(parents=True, exist_ok=True)
     path.write_text(json.dumps({

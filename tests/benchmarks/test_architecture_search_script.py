@@ -20,8 +20,8 @@ def test_progress_counts_candidates_and_starts_darts_after_its_supernet(script):
     candidates = [{"candidate": 1, "best_so_far": None}, {"candidate": 2, "best_so_far": 0.7},
                   {"candidate": 3, "best_so_far": 0.8}]
     assert script.progress({"candidates": candidates}) == [(2, 0.7), (3, 0.8)]  # a failed first
-    darts = {"supernet": {"candidate_trainings": 9.5}, "candidates": [{"candidate": 1, "best_so_far": 0.9}]}
-    assert script.progress(darts) == [(10.5, 0.9)]
+    darts = {"candidates": [{"candidate": 1, "best_so_far": 0.9}]}
+    assert script.progress(darts, start=7.1) == [(8.1, 0.9)]  # after its supernet's cost
 
 
 def test_an_architecture_is_described_block_by_block(script):
