@@ -1,12 +1,14 @@
 """Architecture search on Omniglot 5-way 1-shot (issue 23, docs/architecture_search.md).
 
-Reads the four searches' ``search.json`` (``metalearn sweep benchmarks/nas/<searcher>.yaml``),
-draws each searcher's best validation score against the candidate-trainings spent, then
-retrains the best architecture of each, and Conv4, with ``benchmarks/nas/retrain.yaml`` (one
-grid sweep, 3 seeds) and tests each once on the 600 test episodes. Writes ``results.json``,
-``summary.md``, ``search_progress.png`` and each search's ``search.json`` to ``--out``.
+Reads the four searches' ``search.json`` (``metalearn sweep
+benchmarks/sweeps/architecture_search/<searcher>.yaml``), draws each searcher's best validation
+score against the candidate-trainings spent, then retrains the best architecture of each, and
+Conv4, with ``benchmarks/nas/retrain.yaml`` (one grid sweep, 3 seeds) and tests each once on
+the 600 test episodes. Writes ``results.json``, ``summary.md``, ``search_progress.png`` and
+each search's ``search.json`` to ``--out``.
 
-    for s in random evolution reinforce darts; do METALEARN_DATA=DATA metalearn sweep benchmarks/nas/$s.yaml; done
+    for s in random evolution reinforce darts; do
+        METALEARN_DATA=DATA metalearn sweep benchmarks/sweeps/architecture_search/$s.yaml; done
     METALEARN_DATA=DATA python benchmarks/architecture_search.py
 
 Both steps resume: finished runs are reused by their config's fingerprint.
@@ -76,7 +78,8 @@ def main(argv: list[str] | None = None) -> int:
     for name in SEARCHERS:
         path = args.searches / name / "search.json"
         if not path.is_file():
-            raise SystemExit(f"error: {path} is missing: run metalearn sweep benchmarks/nas/{name}.yaml first")
+            raise SystemExit(f"error: {path} is missing: run metalearn sweep "
+                             f"benchmarks/sweeps/architecture_search/{name}.yaml first")
         searches[name] = json.loads(path.read_text())
         (args.out / f"{name}_search.json").write_text(path.read_text())
     winners = {name: max((c for c in s["candidates"] if c["val_acc"] is not None), key=lambda c: c["val_acc"])
